@@ -1,0 +1,3 @@
+from htekd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""`htekd <command>`: one argparse front for the commands in htekd.commands.
+
+Only the chosen command's module is imported, so one command's dependencies never slow or break another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from htekd import __version__
+
+# command -> (module in htekd.commands, one-line help); each module has add_arguments(parser, name) and run(args)
+COMMANDS = {
+    "serve": ("serve", "run the daemon: TFTP, FTP, HTTP and HTTPS listeners over one resolver"),
+    "check": ("check", "validate the configuration, the content tree and every parameter value (like nginx -t)"),
+    "render": ("render", "print exactly what a phone would get for cfg<mac>.xml or cfg<devcode>.xml"),
+    "models": ("models", "list models, device codes and firmware file names"),
+    "encrypt": ("crypt", "encrypt a file as the phones and openssl enc -aes-128-cbc do"),
+    "decrypt": ("crypt", "decrypt a file encrypted with htekd encrypt or openssl"),
+    "phones": ("phones", "list the phones seen by the daemon"),
+}
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1 (or .status)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="htekd", description="Provisioning daemon for Htek IP phones.")
+    parser.add_argument("--version", action="version", version=f"htekd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(f"htekd.commands.{module_name}")
+            module.add_arguments(command, name)
+            command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except CommandError as exc:
+        print(f"htekd {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,82 @@
+"""htekd check: validate configuration, content tree, inventory and every value a phone would get."""
+
+from __future__ import annotations
+
+import sys
+
+from htekd import phonexml, tree
+from htekd.catalog import catalog
+from htekd.commands.common import add_config_argument, load_config
+from htekd.models import models
+from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
+
+HELP = "validate the configuration, the content tree and every parameter value (like nginx -t)"
+AES_KEY = "P8631"
+
+
+def add_arguments(parser, name: str) -> None:
+    add_config_argument(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only, no warnings")
+
+
+def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
+    """Check what every phone and model would really get, placeholders filled."""
+    from htekd.resolver import Resolver
+
+    resolver = Resolver(config, snapshot)
+    problems: list[tree.Problem] = []
+    cat = catalog()
+    targets = [(mac, "phones.csv", phone.line) for mac, phone in snapshot.phones.items()]
+    devcodes = {m.devcode for m in models().all if m.devcode and (m.name in snapshot.models
+                or any(p.model == m.name for p in snapshot.phones.values()))}
+    targets += [(code, "settings", 0) for code in sorted(devcodes)]
+    for target, file, line in targets:
+        resolution = resolver.render_target(target, plain=True)
+        if resolution.content is None:
+            continue  # a hand-made file in files/ overrides it
+        for setting in phonexml.parse(resolution.content):
+            message = cat.check(setting.code, setting.value) if cat.get(setting.code) else None
+            if message:
+                problems.append(tree.Problem(file, line, f"{setting.code} for {resolution.path}: {message}"))
+    return problems
+
+
+def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
+    problems = []
+    host = config.server.server_host
+    layers = [snapshot.common, *snapshot.models.values(), *snapshot.groups.values(), *snapshot.phone_layers.values()]
+    for layer in layers:
+        for code in (CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH):
+            value = layer.values.get(code)
+            if value is not None and host not in value.value:
+                file, _, line = value.source.rpartition(":")
+                problems.append(tree.Problem(file, int(line), f"{code} points away from this server ({value.value or 'blank'}): "
+                                             "phones will stop asking htekd; remove it to let htekd fill it in", "warning"))
+    model_wide = [snapshot.common, *snapshot.models.values()]
+    if "model" not in config.server.encrypt:
+        for layer in model_wide:
+            if layer.values.get(AES_KEY) and layer.values[AES_KEY].value:
+                file, _, line = layer.values[AES_KEY].source.rpartition(":")
+                problems.append(tree.Problem(file, int(line), f"{AES_KEY} (the AES key) travels in clear in cfg<devcode>.xml: "
+                                             "set it over a trusted channel instead (see README)", "warning"))
+    return problems
+
+
+def run(args) -> int:
+    config = load_config(args.config)
+    snapshot, problems = tree.load(config.server.root)
+    if not any(p.severity == "error" for p in problems):
+        problems += rendered_problems(config, snapshot)
+    problems += server_warnings(config, snapshot)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    for problem in problems:
+        if problem.severity == "error" or not args.quiet:
+            print(problem)
+    summary = (f"{config.source}: {len(snapshot.phones)} phones, {len(snapshot.models)} model, "
+               f"{len(snapshot.groups)} group and {len(snapshot.phone_layers)} phone settings files")
+    if errors:
+        print(f"htekd check: {errors} errors, {warnings} warnings ({summary})", file=sys.stderr)
+        return 1
+    print(f"htekd check: ok, {warnings} warnings ({summary})", file=sys.stderr)
+    return 0

@@ -1,0 +1,146 @@
+"""`htekd encrypt` / `htekd decrypt`: a file in, the same file AES-encrypted (or decrypted) out.
+
+Equivalent to `openssl enc [-d] -aes-128-cbc -K KEY -iv 0B1E1D000F0B07091D1F04071F1E0407`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+
+from htekd import aes
+from htekd.cli import CommandError
+
+KEY_ENVIRONMENT = "HTEKD_AES_KEY"
+
+HELP = {
+    "encrypt": "Encrypt a file with AES-128-CBC the way Htek phones decrypt it.",
+    "decrypt": "Decrypt a file encrypted with AES-128-CBC for Htek phones.",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    decrypt_option = " -d" if name == "decrypt" else ""
+    parser.epilog = f"""\
+The key is 1 to 16 hex digits (0-9, A-F), the phone's "Common AES Key" (P8631). It is taken from
+--key, else --key-file, else the environment variable {KEY_ENVIRONMENT}. A key given with --key is
+visible to every user in the process list; --key-file and {KEY_ENVIRONMENT} are not.
+Equivalent openssl command:
+  openssl enc{decrypt_option} -aes-128-cbc -K KEY -iv {aes.IV.hex().upper()} -in IN -out OUT
+"""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--key", metavar="KEY", help="the AES key, 1 to 16 hex digits")
+    source.add_argument(
+        "--key-file", metavar="FILE", type=Path, help="read the key from FILE (surrounding whitespace ignored)"
+    )
+    if name == "decrypt":
+        parser.add_argument(
+            "--raw", action="store_true", help="write the decrypted data even if it does not look like XML"
+        )
+    parser.add_argument("input", metavar="IN", help='file to read, "-" for standard input')
+    parser.add_argument("output", metavar="OUT", help='file to write, "-" for standard output')
+
+
+def run(args: argparse.Namespace) -> int:
+    key = _key(args)
+    data = _read(args.input)
+    try:
+        if args.command == "encrypt":
+            result = aes.encrypt(data, key)
+        else:
+            result = aes.decrypt(data, key)
+            if not (args.raw or aes.looks_like_xml(result)):
+                raise CommandError(
+                    f"{_shown(args.input)}: decrypted data is not XML: wrong key? (--raw writes it anyway)"
+                )
+    except aes.DecryptError as exc:
+        raise CommandError(f"{_shown(args.input)}: {exc}") from None
+    _write(args.output, result)
+    return 0
+
+
+def _key(args: argparse.Namespace) -> str:
+    """The key text, checked; errors name where the key came from, never the key."""
+    if args.key is not None:
+        source, key = "--key", args.key
+    elif args.key_file is not None:
+        source = f"key file {args.key_file}"
+        try:
+            key = args.key_file.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError as exc:
+            raise CommandError(f"cannot read key file {args.key_file}: {exc.strerror}") from None
+    elif KEY_ENVIRONMENT in os.environ:
+        source, key = KEY_ENVIRONMENT, os.environ[KEY_ENVIRONMENT]
+    else:
+        raise CommandError(f"no AES key: give --key or --key-file, or set {KEY_ENVIRONMENT}")
+    try:
+        aes.parse_key(key)
+    except aes.InvalidKey as exc:
+        raise CommandError(f"invalid AES key ({source}): {exc}") from None
+    return key
+
+
+def _shown(path: str) -> str:
+    return "standard input" if path == "-" else path
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all.
+
+    A regular file is replaced by renaming a temporary file from the same folder over it, so an
+    error never leaves half a file; a device or pipe (/dev/null, a FIFO) is written in place.
+    """
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = os.path.realpath(path)  # write through a symbolic link rather than replace it
+    try:
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is None or stat.S_ISREG(mode):
+            _replace(target, data, None if mode is None else stat.S_IMODE(mode))
+        elif stat.S_ISDIR(mode):
+            raise CommandError(f"cannot write {path}: is a folder")
+        else:
+            with open(target, "wb") as stream:
+                stream.write(data)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _replace(target: str, data: bytes, mode: int | None) -> None:
+    """Replace `target` by a file holding `data`, keeping its `mode` (None: a new file)."""
+    folder, name = os.path.split(target)
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    # a new file gets 0666 less the umask, as openssl's output would
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            if mode is not None:
+                os.fchmod(stream.fileno(), mode)
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,282 @@
+"""htekd.conf: parsed once into frozen values; every error names file, section and key."""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/htekd.conf")
+
+
+class ConfigError(Exception):
+    """A bad configuration; str() is the one line the administrator sees."""
+
+    def __init__(self, file: Path | str, section: str | None, key: str | None, message: str):
+        self.file, self.section, self.key = str(file), section, key
+        where = self.file
+        if section:
+            where += f": [{section}]"
+        if key:
+            where += f" {key}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str  # "0.0.0.0", "::", "127.0.0.1"
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    root: Path
+    state_dir: Path
+    server_url: str
+    unknown_phones: str  # "default" | "deny"
+    log: str  # "-" or a file path
+    log_format: str  # "text" | "json"
+    aes_key: str = ""  # default key for phone files; "" = no encryption
+    encrypt: tuple[str, ...] = ("phone",)  # which generated files a key applies to
+
+    @property
+    def path_prefix(self) -> str:
+        """The path part of server_url without slashes ("" or e.g. "htek/cfg")."""
+        return urllib.parse.urlsplit(self.server_url).path.strip("/")
+
+    @property
+    def server_host(self) -> str:
+        return urllib.parse.urlsplit(self.server_url).hostname or ""
+
+
+@dataclass(frozen=True)
+class TftpConfig:
+    enabled: bool
+    listen: tuple[Address, ...]
+    timeout: float = 5.0  # seconds before a block is sent again
+    retries: int = 5  # sends of one block before the transfer is abandoned
+
+
+@dataclass(frozen=True)
+class FtpConfig:
+    enabled: bool
+    listen: tuple[Address, ...]
+    passive_ports: tuple[int, int] = (50000, 50100)
+    user: str = ""  # "" = anonymous
+    password: str = ""
+    masquerade_address: str = ""  # address given in PASV replies, behind NAT
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool
+    listen: tuple[Address, ...]
+    timeout: float = 60.0  # idle connection timeout
+
+
+@dataclass(frozen=True)
+class HttpsConfig:
+    enabled: bool
+    listen: tuple[Address, ...]
+    certificate: Path | None = None
+    private_key: Path | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    server: ServerConfig
+    tftp: TftpConfig
+    ftp: FtpConfig
+    http: HttpConfig
+    https: HttpsConfig
+
+    def public_url(self, protocol: str) -> str:
+        """Base URL (no trailing slash) a phone uses to reach this server over `protocol`."""
+        host = self.server.server_host
+        if ":" in host:
+            host = f"[{host}]"
+        defaults = {"tftp": 69, "ftp": 21, "http": 80, "https": 443}
+        listener = getattr(self, protocol)
+        port = listener.listen[0].port if listener.listen else defaults[protocol]
+        netloc = host if port == defaults[protocol] else f"{host}:{port}"
+        prefix = self.server.path_prefix
+        return f"{protocol}://{netloc}" + (f"/{prefix}" if prefix else "")
+
+
+_SECTIONS = {
+    "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt"},
+    "tftp": {"enabled", "listen", "timeout", "retries"},
+    "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
+    "http": {"enabled", "listen", "timeout"},
+    "https": {"enabled", "listen", "certificate", "private_key", "timeout"},
+}
+
+_DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
+_DEFAULT_ENABLED = {"tftp": True, "ftp": True, "http": True, "https": False}
+
+
+class _Reader:
+    """Typed access to one parsed file, raising ConfigError with file/section/key."""
+
+    def __init__(self, file: Path, parser: configparser.ConfigParser):
+        self.file, self.parser = file, parser
+
+    def error(self, section: str, key: str | None, message: str) -> ConfigError:
+        return ConfigError(self.file, section, key, message)
+
+    def get(self, section: str, key: str, default: str | None = None) -> str:
+        value = self.parser.get(section, key, fallback=None) if self.parser.has_section(section) else None
+        if value is None or value.strip() == "":
+            if default is None:
+                raise self.error(section, key, "is required")
+            return default
+        return value.strip()
+
+    def boolean(self, section: str, key: str, default: bool) -> bool:
+        raw = self.get(section, key, "yes" if default else "no").lower()
+        if raw in ("yes", "true", "on", "1"):
+            return True
+        if raw in ("no", "false", "off", "0"):
+            return False
+        raise self.error(section, key, f"expected yes or no, got {raw!r}")
+
+    def number(self, section: str, key: str, default: float, low: float, high: float, kind=float):
+        raw = self.get(section, key, str(default))
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise self.error(section, key, f"expected a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise self.error(section, key, f"must be between {low} and {high}, got {raw}")
+        return value
+
+    def choice(self, section: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.get(section, key, default).lower()
+        if raw not in choices:
+            raise self.error(section, key, f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    def path(self, section: str, key: str, default: str | None = None) -> Path:
+        return (self.file.parent / self.get(section, key, default)).resolve()
+
+    def addresses(self, section: str) -> tuple[Address, ...]:
+        raw = self.get(section, "listen", _DEFAULT_LISTEN[section])
+        return tuple(self._address(section, item) for item in raw.split())
+
+    def _address(self, section: str, item: str) -> Address:
+        if item.startswith("["):
+            host, sep, port = item[1:].partition("]:")
+        else:
+            host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self.error(section, "listen", f"expected host:port or [v6]:port, got {item!r}")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise self.error(section, "listen", f"{host!r} is not an IP address") from None
+        return Address(host, int(port))
+
+
+def load(path: Path | str = DEFAULT_CONFIG) -> Config:
+    path = Path(path).resolve()
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(path, None, None, f"cannot read: {exc.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, None, " ".join(str(exc).split())) from None
+    read = _Reader(path, parser)
+    for section in parser.sections():
+        known = _SECTIONS.get(section)
+        if known is None:
+            raise read.error(section, None, "unknown section")
+        for key in parser.options(section):
+            if key not in known:
+                raise read.error(section, key, "unknown key")
+    if not parser.has_section("htekd"):
+        raise read.error("htekd", None, "section is missing")
+
+    server_url = read.get("htekd", "server_url")
+    parts = urllib.parse.urlsplit(server_url)
+    if parts.scheme not in ("http", "https", "tftp", "ftp") or not parts.hostname:
+        raise read.error("htekd", "server_url", f"expected a URL such as http://192.168.0.10, got {server_url!r}")
+    log = read.get("htekd", "log", "-")
+    encrypt = tuple(sorted({item.strip() for item in read.get("htekd", "encrypt", "phone").split(",") if item.strip()}))
+    if not set(encrypt) <= {"phone", "model"}:
+        raise read.error("htekd", "encrypt", f"expected phone, model or both, got {','.join(encrypt)!r}")
+    server = ServerConfig(
+        root=read.path("htekd", "root"),
+        state_dir=read.path("htekd", "state_dir", "/var/lib/htekd"),
+        server_url=server_url.rstrip("/"),
+        unknown_phones=read.choice("htekd", "unknown_phones", "default", ("default", "deny")),
+        log=log if log == "-" else str(read.path("htekd", "log")),
+        log_format=read.choice("htekd", "log_format", "text", ("text", "json")),
+        aes_key=read.get("htekd", "aes_key", ""),
+        encrypt=encrypt,
+    )
+    if server.aes_key:
+        from htekd.aes import InvalidKey, parse_key
+
+        try:
+            parse_key(server.aes_key)
+        except InvalidKey as exc:
+            raise read.error("htekd", "aes_key", str(exc)) from None
+
+    low, _, high = read.get("ftp", "passive_ports", "50000-50100").partition("-")
+    if not (low.strip().isdigit() and high.strip().isdigit() and 1024 <= int(low) <= int(high) < 65536):
+        raise read.error("ftp", "passive_ports", "expected a range such as 50000-50100 (ports 1024-65535)")
+    user = read.get("ftp", "user", "")
+    password = read.get("ftp", "password", "")
+    if bool(user) != bool(password):
+        raise read.error("ftp", "password" if user else "user", "user and password go together")
+
+    https_enabled = read.boolean("https", "enabled", _DEFAULT_ENABLED["https"])
+    certificate = private_key = None
+    if https_enabled:
+        certificate = read.path("https", "certificate")
+        private_key = read.path("https", "private_key", read.get("https", "certificate"))
+        for key, file in (("certificate", certificate), ("private_key", private_key)):
+            if not file.is_file():
+                raise read.error("https", key, f"{file} does not exist")
+
+    return Config(
+        source=path,
+        server=server,
+        tftp=TftpConfig(
+            enabled=read.boolean("tftp", "enabled", _DEFAULT_ENABLED["tftp"]),
+            listen=read.addresses("tftp"),
+            timeout=read.number("tftp", "timeout", 5.0, 0.1, 255.0),
+            retries=read.number("tftp", "retries", 5, 1, 50, int),
+        ),
+        ftp=FtpConfig(
+            enabled=read.boolean("ftp", "enabled", _DEFAULT_ENABLED["ftp"]),
+            listen=read.addresses("ftp"),
+            passive_ports=(int(low), int(high)),
+            user=user,
+            password=password,
+            masquerade_address=read.get("ftp", "masquerade_address", ""),
+            timeout=read.number("ftp", "timeout", 300.0, 1.0, 86400.0),
+        ),
+        http=HttpConfig(
+            enabled=read.boolean("http", "enabled", _DEFAULT_ENABLED["http"]),
+            listen=read.addresses("http"),
+            timeout=read.number("http", "timeout", 60.0, 1.0, 3600.0),
+        ),
+        https=HttpsConfig(
+            enabled=https_enabled,
+            listen=read.addresses("https"),
+            certificate=certificate,
+            private_key=private_key,
+            timeout=read.number("https", "timeout", 60.0, 1.0, 3600.0),
+        ),
+    )

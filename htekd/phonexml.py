@@ -1,0 +1,106 @@
+"""The phone's own XML configuration format: reading what administrators paste, writing what phones read.
+
+Reading is lenient where the phone's own download is broken (HTML entities such as `&copy;`, a
+P-code listed twice) and strict where the input is dangerous (DOCTYPE, external entities).
+Writing reproduces the phone's byte layout (` />` for blanks, the declaration with a space
+before `?>`), which lxml's serializer cannot, so it is done by hand with full escaping.
+"""
+
+from __future__ import annotations
+
+import html.entities
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from lxml import etree
+
+_XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
+_ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
+_PCODE = re.compile(r"P[0-9]{1,6}\Z")
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False)
+
+
+class PhoneXmlError(ValueError):
+    def __init__(self, line: int, message: str):
+        self.line = line
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Setting:
+    code: str  # "P47"
+    para: str  # the para attribute as written (for people; the phone keys on the code)
+    value: str
+    line: int
+
+
+def _html_entity(match: re.Match) -> bytes:
+    name = match.group(1).decode("ascii")
+    if name in _XML_ENTITIES:
+        return match.group(0)
+    char = html.entities.html5.get(name + ";")
+    if char is None:
+        return match.group(0)  # left for the XML parser to report
+    return "".join(f"&#{ord(c)};" for c in char).encode("ascii")
+
+
+def parse(data: bytes) -> list[Setting]:
+    """Parse an hl_provision document into its settings, in document order.
+
+    A P-code given twice keeps both entries here; the caller decides (later wins).
+    """
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise PhoneXmlError(1 + data[: data.find(b"<!")].count(b"\n"), "DOCTYPE and entity declarations are not allowed")
+    data = _ENTITY.sub(_html_entity, data)
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno or 1
+        message = str(exc.msg or exc).split(", line ")[0]
+        raise PhoneXmlError(line, f"malformed XML: {message}") from None
+    if root.tag != "hl_provision":
+        raise PhoneXmlError(root.sourceline or 1, f"expected <hl_provision> as the root element, found <{root.tag}>")
+    settings: list[Setting] = []
+    for config in root:
+        if not isinstance(config.tag, str):
+            continue  # comments
+        if config.tag != "config":
+            raise PhoneXmlError(config.sourceline or 1, f"unexpected element <{config.tag}> (only <config> belongs here)")
+        for element in config:
+            if not isinstance(element.tag, str):
+                continue
+            if not _PCODE.match(element.tag):
+                raise PhoneXmlError(element.sourceline or 1, f"unexpected element <{element.tag}> (expected a P-code such as <P47>)")
+            if len(element):
+                raise PhoneXmlError(element.sourceline or 1, f"<{element.tag}> must hold text only")
+            para = element.get("para") or element.get("Para") or ""
+            settings.append(Setting(element.tag, para, element.text or "", element.sourceline or 1))
+    return settings
+
+
+def _escape_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attr(value: str) -> str:
+    return _escape_text(value).replace('"', "&quot;")
+
+
+HEADER = '<?xml version="1.0" encoding="UTF-8" ?>\n<hl_provision version="1">\n    <config version="1">\n'
+FOOTER = "    </config>\n</hl_provision>\n"
+
+
+def element(code: str, para: str, value: str) -> str:
+    """One parameter line in the phone's layout."""
+    if value == "":
+        return f'        <{code} para="{_escape_attr(para)}" />\n'
+    return f'        <{code} para="{_escape_attr(para)}">{_escape_text(value)}</{code}>\n'
+
+
+def comment(section: str) -> str:
+    return f"        <!--{section.replace('--', '- -')}-->\n"
+
+
+def document(lines: Iterable[str]) -> bytes:
+    return (HEADER + "".join(lines) + FOOTER).encode("utf-8")

@@ -1,0 +1,85 @@
+"""Rendering: layered settings + facts -> the bytes of one configuration file (pure)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from htekd import phonexml
+from htekd.catalog import catalog
+from htekd.tree import PHONE_FACTS, PLACEHOLDER, Value
+
+# Upgrade mode (P212) per protocol. FTP's value is not published, so it is never filled in.
+UPGRADE_MODE = {"tftp": "0", "http": "1", "https": "3"}
+CONFIG_SERVER_PATH = "P237"
+FIRMWARE_SERVER_PATH = "P192"
+UPGRADE_MODE_CODE = "P212"
+# Resource URL parameters filled in when the file is present under files/ (seed section 6).
+RESOURCE_URLS = {"P20175": "Language.tar", "P20176": "hlpres.tar", "P20177": "exp_pres.tar"}
+RING_URL = "P20174"  # a folder: the phone fetches ring4.bin .. ring8.bin from it
+RING_FILES = frozenset(f"ring{n}.bin" for n in range(4, 9))
+OTHER_SECTION = "Other"
+
+
+def merge(layers: Iterable[Mapping[str, Value]]) -> dict[str, Value]:
+    """Later layers win, parameter by parameter."""
+    merged: dict[str, Value] = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def server_values(base_url: str, protocol: str, resource_names: frozenset) -> dict[str, str]:
+    """What htekd fills in unless a layer sets it: where the phone finds this server."""
+    values = {CONFIG_SERVER_PATH: base_url, FIRMWARE_SERVER_PATH: base_url}
+    if protocol in UPGRADE_MODE:
+        values[UPGRADE_MODE_CODE] = UPGRADE_MODE[protocol]
+    for code, name in RESOURCE_URLS.items():
+        if name in resource_names:
+            values[code] = f"{base_url}/{name}"
+    if RING_FILES & resource_names:
+        values[RING_URL] = base_url
+    return values
+
+
+def substitute(value: Value, facts: Mapping[str, str]) -> str | None:
+    """Fill {placeholders}; None when one has no value in this file (the parameter is left out).
+
+    `{{name}}` stands for a literal `{name}`.
+    """
+    if not value.variables:
+        return value.value
+    if not value.variables <= facts.keys():
+        return None
+    text = PLACEHOLDER.sub(lambda match: facts[match.group(1)], value.value)
+    return text.replace("{{", "{").replace("}}", "}") if "{{" in text else text
+
+
+def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]) -> bytes:
+    """The phone's XML: catalog order with section comments, unknown P-codes last.
+
+    `defaults` (server paths, upgrade mode, resource URLs) apply where no layer set the parameter.
+    """
+    final: dict[str, str] = {code: text for code, text in defaults.items() if code not in values}
+    for code, value in values.items():
+        text = substitute(value, facts)
+        if text is not None:
+            final[code] = text
+    cat = catalog()
+    known = sorted((cat.get(code) for code in final if cat.get(code) is not None), key=lambda param: param.index)
+    lines: list[str] = []
+    section = None
+    for param in known:
+        if param.section != section:
+            section = param.section
+            lines.append(phonexml.comment(section))
+        lines.append(phonexml.element(param.code, param.name, final[param.code]))
+    unknown = sorted((code for code in final if cat.get(code) is None), key=lambda code: int(code[1:]))
+    if unknown:
+        lines.append(phonexml.comment(OTHER_SECTION))
+        lines.extend(phonexml.element(code, "", final[code]) for code in unknown)
+    return phonexml.document(lines)
+
+
+def model_wide_facts(facts: Mapping[str, str]) -> dict[str, str]:
+    """Facts for a file many phones share: nothing that belongs to one phone."""
+    return {name: text for name, text in facts.items() if name not in PHONE_FACTS}

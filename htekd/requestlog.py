@@ -1,0 +1,166 @@
+"""The request log: one line per request, whatever the protocol."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+from htekd.resolution import Client, Resolution
+
+# Outcomes a listener reports. "failed" = the transfer started and broke off (bytes tells how far).
+OUTCOMES = ("ok", "not-found", "denied", "failed")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    time: float
+    protocol: str
+    address: str
+    port: int
+    name: str
+    kind: str
+    outcome: str
+    bytes: int
+    duration: float
+    mac: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    devcode: str | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "time": _iso(self.time),
+            "protocol": self.protocol,
+            "client": f"{self.address}:{self.port}" if ":" not in self.address else f"[{self.address}]:{self.port}",
+            "name": self.name,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "mac": self.mac,
+            "model": self.model,
+            "firmware": self.firmware,
+            "devcode": self.devcode,
+            "bytes": self.bytes,
+            "duration_ms": round(self.duration * 1000, 1),
+            "reason": self.reason,
+        }
+
+    def text(self) -> str:
+        d = self.as_dict()
+        # The name is quoted as JSON so a hostile name cannot forge a second log line.
+        parts = [d["time"], d["protocol"], d["client"], json.dumps(self.name, ensure_ascii=True), self.kind, self.outcome]
+        for key in ("mac", "model", "firmware"):
+            if d[key]:
+                parts.append(f"{key}={d[key]}")
+        parts.append(f"bytes={self.bytes}")
+        parts.append(f"ms={d['duration_ms']}")
+        if self.reason:
+            parts.append(f"reason={json.dumps(self.reason, ensure_ascii=True)}")
+        return " ".join(parts)
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+
+
+class RequestLog:
+    """Writes records as text or JSON lines and hands each to the observers (phones seen).
+
+    Thread-safe: the FTP listener records from its own thread.
+    """
+
+    def __init__(self, stream: TextIO = sys.stdout, fmt: str = "text", destination: str | None = None):
+        self.stream, self.fmt = stream, fmt
+        self.destination = destination  # "-" or a file path when made by open(); reopen() needs it
+        self.observers: list[Callable[[RequestRecord, Client], None]] = []
+        self.secrets: tuple[str, ...] = ()  # never written: replaced by "***" wherever they appear
+        self._lock = threading.Lock()
+        self._write_failed = False
+
+    @classmethod
+    def open(cls, destination: str, fmt: str = "text") -> RequestLog:
+        """The log of a config's `log` key: "-" is standard output, anything else a file appended to.
+
+        Raises OSError when the file cannot be opened."""
+        return cls(_open_stream(destination), fmt, destination)
+
+    def reopen(self, destination: str | None = None, fmt: str | None = None) -> None:
+        """Open the file again (after logrotate moved it), or switch to a new destination/format.
+
+        Raises OSError and keeps the current stream when the new one cannot be opened."""
+        destination = destination or self.destination
+        if destination is None:
+            return
+        stream = _open_stream(destination)
+        with self._lock:
+            old, self.stream, self.destination = self.stream, stream, destination
+            self.fmt = fmt or self.fmt
+            self._write_failed = False
+        if old is not sys.stdout:
+            old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.stream is not sys.stdout:
+                self.stream.close()
+
+    def record(
+        self,
+        resolution: Resolution,
+        client: Client,
+        outcome: str | None = None,
+        nbytes: int = 0,
+        duration: float = 0.0,
+        reason: str = "",
+    ) -> RequestRecord:
+        """Log one finished request. `outcome` defaults to the resolution's status."""
+        entry = RequestRecord(
+            time=time.time(),
+            protocol=client.protocol,
+            address=client.address,
+            port=client.port,
+            name=self._redact(resolution.name),
+            kind=resolution.kind.value,
+            outcome=outcome or resolution.status.value,
+            bytes=nbytes,
+            duration=duration,
+            mac=resolution.mac,
+            model=resolution.model,
+            firmware=resolution.firmware,
+            devcode=resolution.devcode,
+            reason=self._redact(reason or resolution.reason),
+        )
+        line = json.dumps(entry.as_dict(), ensure_ascii=False) if self.fmt == "json" else entry.text()
+        with self._lock:
+            self._write(line)
+            for observer in self.observers:
+                observer(entry, client)
+        return entry
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _write(self, line: str) -> None:
+        # A full disk must not fail the request being logged: say so once on stderr and go on.
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            if not self._write_failed:
+                self._write_failed = True
+                print(f"htekd: request log: cannot write to {self.destination or 'stream'}: {exc}", file=sys.stderr, flush=True)
+        else:
+            self._write_failed = False
+
+
+def _open_stream(destination: str) -> TextIO:
+    if destination == "-":
+        return sys.stdout
+    return open(destination, "a", encoding="utf-8")

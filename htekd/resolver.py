@@ -1,0 +1,366 @@
+"""The resolver: (requested name, client facts) -> Resolution. All serving policy lives here.
+
+It knows nothing of protocols beyond the name of the one in use (which decides the URLs written
+into a configuration). It holds the current snapshot; a reload swaps in a new one in a single
+assignment, so a request resolved on the old snapshot finishes on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import stat
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from htekd import render, tree
+from htekd.aes import encrypt
+from htekd.config import Config
+from htekd.models import models
+from htekd.resolution import Client, Entry, Kind, Resolution, Status
+
+USER_AGENT = re.compile(
+    r"\AHtek\s+(?P<model>[A-Za-z0-9][A-Za-z0-9_-]*)\s+(?P<firmware>[0-9][0-9A-Za-z._-]*)"
+    r"(?:\s+(?P<mac>[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{12}))?"
+)
+PHONE_CONFIG = re.compile(r"\Acfg([0-9a-f]{12})\.xml\Z", re.IGNORECASE)
+PRIVATE_CONFIG = re.compile(r"\Acfg([0-9a-f]{12})\Z", re.IGNORECASE)
+MODEL_CONFIG = re.compile(r"\Acfg([0-9]{4})\.xml\Z", re.IGNORECASE)
+FACTORY = re.compile(r"\Afactory[0-9a-z]*\.bin\Z", re.IGNORECASE)
+FIRMWARE = re.compile(r"\A(?:fw[0-9a-z]+\.rom|boot_[0-9a-z]+\.bin|img_[0-9a-z]+\.bin)\Z", re.IGNORECASE)
+RESOURCE = re.compile(
+    r"\A(?:ring[4-8]\.bin|language\.tar|hlpres\.tar|exp_pres\.tar|.*\.(?:jpe?g|bmp|js)|[0-9]+_.*\.xml|lcd_.*\.xml)\Z",
+    re.IGNORECASE,
+)
+MAX_NAME = 1024
+MAX_CACHED = 100_000
+
+
+@dataclass(frozen=True)
+class UserAgent:
+    model: str | None = None
+    firmware: str | None = None
+    mac: str | None = None
+
+
+def parse_user_agent(text: str) -> UserAgent:
+    """`Htek UC924 2.0.4.2 00:1f:c1:1c:22:a9` -> model, firmware, MAC (each None when absent)."""
+    match = USER_AGENT.match(text or "")
+    if not match:
+        return UserAgent()
+    model = models().get(match["model"])
+    mac = match["mac"].replace(":", "").lower() if match["mac"] else None
+    return UserAgent(model.name if model else match["model"].upper(), match["firmware"], mac)
+
+
+class _Refused(Exception):
+    def __init__(self, status: Status, reason: str):
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class _State:
+    """One snapshot and what was rendered from it; replaced whole on reload."""
+
+    config: Config
+    snapshot: tree.Snapshot
+    cache: dict = field(default_factory=dict)
+
+
+class Resolver:
+    def __init__(self, config: Config, snapshot: tree.Snapshot):
+        self._state = _State(config, snapshot)
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Resolver":
+        return cls(config, tree.load_strict(config.server.root))
+
+    @property
+    def snapshot(self) -> tree.Snapshot:
+        return self._state.snapshot
+
+    @property
+    def config(self) -> Config:
+        return self._state.config
+
+    def reload(self, config: Config) -> None:
+        """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
+        with self._reload_lock:
+            snapshot = tree.load_strict(config.server.root)
+            self._state = _State(config, snapshot)
+
+    # -- names -----------------------------------------------------------------------------
+
+    def _segments(self, state: _State, name: str) -> list[str]:
+        """The requested name as path segments under the served root, or _Refused."""
+        if len(name) > MAX_NAME:
+            raise _Refused(Status.DENIED, "name too long")
+        if any(unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
+            raise _Refused(Status.DENIED, "control or invalid characters in name")
+        if "\\" in name:
+            raise _Refused(Status.DENIED, "backslash in name")
+        segments = [s for s in name.split("/") if s not in ("", ".")]
+        if any(s == ".." for s in segments):
+            raise _Refused(Status.DENIED, "path traversal")
+        if any(s.startswith(".") for s in segments):
+            raise _Refused(Status.DENIED, "hidden file")
+        prefix = [s for s in state.config.server.path_prefix.split("/") if s]
+        if prefix and segments[: len(prefix)] == prefix:
+            segments = segments[len(prefix):]
+        return segments
+
+    def _static(self, state: _State, segments: list[str]) -> os.stat_result | None:
+        """stat() of files/<segments> if it is a regular file really inside files/."""
+        files = state.snapshot.files
+        candidate = files.joinpath(*segments)
+        try:
+            real = Path(os.path.realpath(candidate, strict=True))
+            info = real.stat()
+        except (OSError, ValueError):
+            return None
+        if not real.is_relative_to(files) or real == files:
+            raise _Refused(Status.DENIED, "outside the served folder")
+        return info if stat.S_ISREG(info.st_mode) else None
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def resolve(self, name: str, client: Client) -> Resolution:
+        state = self._state  # one snapshot for the whole request
+        agent = parse_user_agent(client.user_agent)
+        base = dict(name=name, path=name.lstrip("/"), model=agent.model, firmware=agent.firmware, mac=agent.mac)
+        try:
+            segments = self._segments(state, name)
+            path = "/".join(segments)
+            base["path"] = path
+            leaf = segments[-1] if segments else ""
+            if FACTORY.match(leaf):
+                raise _Refused(Status.DENIED, "factory files are never provisioned")
+            info = self._static(state, segments) if segments else None
+            phone = PHONE_CONFIG.match(leaf) if len(segments) == 1 else None
+            if phone:
+                base["mac"] = phone[1].lower()
+                if info is None and leaf != leaf.lower():
+                    info = self._static(state, [f"cfg{base['mac']}.xml"])
+                    path = f"cfg{base['mac']}.xml"
+            if info is not None:
+                return self._file(state, base, path, info, phone is not None)
+            if phone:
+                return self._phone(state, base, client, agent)
+            model_code = MODEL_CONFIG.match(leaf) if len(segments) == 1 else None
+            if model_code:
+                return self._model(state, base, client, model_code[1], agent)
+            if PRIVATE_CONFIG.match(leaf) and len(segments) == 1:
+                base["mac"] = leaf[3:].lower()
+                return Resolution(**base, kind=Kind.PRIVATE, status=Status.NOT_FOUND,
+                                  reason="cfg<mac> is the vendor's private format, not provisioned")
+            return Resolution(**base, kind=_kind_of(leaf) if leaf else Kind.NONE, status=Status.NOT_FOUND, reason="no such file")
+        except _Refused as refused:
+            return Resolution(**base, kind=Kind.NONE, status=refused.status, reason=refused.reason)
+
+    def _file(self, state: _State, base: dict, path: str, info: os.stat_result, overrides_config: bool) -> Resolution:
+        leaf = path.rsplit("/", 1)[-1]
+        kind = Kind.STATIC if overrides_config else _kind_of(leaf)
+        if base["mac"] and base["mac"] in state.snapshot.phones:
+            base["model"] = state.snapshot.phones[base["mac"]].model or base["model"]
+        return Resolution(
+            **{**base, "path": path},
+            kind=kind,
+            status=Status.OK,
+            file=state.snapshot.files.joinpath(*path.split("/")),
+            size=info.st_size,
+            mtime=info.st_mtime,
+            etag=f"{info.st_ino:x}-{info.st_size:x}-{int(info.st_mtime * 1e6):x}",
+        )
+
+    def _phone(self, state: _State, base: dict, client: Client, agent: UserAgent) -> Resolution:
+        mac = base["mac"]
+        snapshot, server = state.snapshot, state.config.server
+        phone = snapshot.phones.get(mac)
+        if phone is None:
+            if server.unknown_phones == "deny":
+                return Resolution(**base, kind=Kind.UNKNOWN_PHONE, status=Status.DENIED, reason="unknown phone (not in phones.csv)")
+            if agent.mac and agent.mac != mac:
+                base["model"] = None  # the User-Agent speaks of another phone
+            content = self._render_unknown(state, mac, base["model"], client.protocol)
+            return self._generated(state, base, Kind.UNKNOWN_PHONE, content, "unknown phone: common and model settings only")
+        base["model"] = phone.model or base["model"]
+        key = (mac, base["model"], client.protocol)
+        content = state.cache.get(key)
+        if content is None:
+            content = self._render_phone(state, phone, base["model"], client.protocol)
+            if len(state.cache) < MAX_CACHED:
+                state.cache[key] = content
+        return self._generated(state, base, Kind.PHONE_CONFIG, content)
+
+    def _model(self, state: _State, base: dict, client: Client, devcode: str, agent: UserAgent) -> Resolution:
+        base["devcode"] = devcode
+        sharing = models().for_devcode(devcode)
+        names = [m.name for m in sharing]
+        if agent.model in names:
+            model = agent.model
+        else:
+            with_layer = [n for n in names if n in state.snapshot.models]
+            model = with_layer[0] if len(with_layer) == 1 else (names[0] if len(names) == 1 else None)
+        base["model"] = model or agent.model
+        key = (devcode, model, client.protocol)
+        content = state.cache.get(key)
+        if content is None:
+            content = self._render_model(state, devcode, model, client.protocol)
+            if len(state.cache) < MAX_CACHED:
+                state.cache[key] = content
+        reason = "" if sharing else "unknown device code: common settings only"
+        return self._generated(state, base, Kind.MODEL_CONFIG, content, reason)
+
+    def _generated(self, state: _State, base: dict, kind: Kind, content: bytes, reason: str = "") -> Resolution:
+        return Resolution(
+            **base,
+            kind=kind,
+            status=Status.OK,
+            reason=reason,
+            content=content,
+            size=len(content),
+            mtime=state.snapshot.loaded_at,
+            etag=hashlib.blake2b(content, digest_size=12).hexdigest(),
+        )
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _facts(self, state: _State, protocol: str, model: str | None, devcode: str | None) -> dict[str, str]:
+        config = state.config
+        base_url = config.public_url(protocol)
+        model_info = models().get(model) if model else None
+        facts = {
+            "protocol": protocol,
+            "server_url": config.server.server_url,
+            "server_host": config.server.server_host,
+            "config_url": base_url,
+            "firmware_url": base_url,
+        }
+        if model_info:
+            facts["model"] = model_info.name
+            if model_info.devcode:
+                facts["devcode"] = model_info.devcode
+            if model_info.firmware:
+                facts["firmware_file"] = model_info.firmware
+        if devcode:
+            facts["devcode"] = devcode
+        return facts
+
+    def _defaults(self, state: _State, protocol: str) -> dict[str, str]:
+        return render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names)
+
+    def _render_model(self, state: _State, devcode: str, model: str | None, protocol: str) -> bytes:
+        snapshot = state.snapshot
+        layers = [snapshot.common.values]
+        if model in snapshot.models:
+            layers.append(snapshot.models[model].values)
+        facts = render.model_wide_facts(self._facts(state, protocol, model, devcode))
+        content = render.render(render.merge(layers), self._defaults(state, protocol), facts)
+        return self._encrypt(state, content, state.config.server.aes_key if "model" in state.config.server.encrypt else "")
+
+    def _render_unknown(self, state: _State, mac: str, model: str | None, protocol: str) -> bytes:
+        snapshot = state.snapshot
+        layers = [snapshot.common.values]
+        if model in snapshot.models:
+            layers.append(snapshot.models[model].values)
+        facts = self._facts(state, protocol, model, None)
+        facts.update(mac=mac, mac_colons=_colons(mac))
+        content = render.render(render.merge(layers), self._defaults(state, protocol), facts)
+        return self._encrypt(state, content, self._phone_key(state, None))
+
+    def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
+        snapshot = state.snapshot
+        layers = [snapshot.common.values]
+        if model in snapshot.models:
+            layers.append(snapshot.models[model].values)
+        if phone.group in snapshot.groups:
+            layers.append(snapshot.groups[phone.group].values)
+        layers.append(phone.values)
+        if phone.mac in snapshot.phone_layers:
+            layers.append(snapshot.phone_layers[phone.mac].values)
+        facts = self._facts(state, protocol, model, None)
+        facts.update(phone.variables, mac=phone.mac, mac_colons=_colons(phone.mac))
+        if phone.group:
+            facts["group"] = phone.group
+        content = render.render(render.merge(layers), self._defaults(state, protocol), facts)
+        return self._encrypt(state, content, self._phone_key(state, phone))
+
+    @staticmethod
+    def _phone_key(state: _State, phone: tree.Phone | None) -> str:
+        if "phone" not in state.config.server.encrypt:
+            return ""
+        return (phone.aes_key if phone else "") or state.config.server.aes_key
+
+    @staticmethod
+    def _encrypt(state: _State, content: bytes, key: str) -> bytes:
+        return encrypt(content, key) if key else content
+
+    # -- rendering for the command line ----------------------------------------------------
+
+    def render_target(self, target: str, protocol: str = "http", plain: bool = False, user_agent: str = "") -> Resolution:
+        """What `htekd render <mac|devcode>` shows: the resolution a phone would get (`plain`: unencrypted)."""
+        mac = tree.normalise_mac(target)
+        if mac:
+            name = f"cfg{mac}.xml"
+        elif re.fullmatch(r"[0-9]{4}", target):
+            name = f"cfg{target}.xml"
+        else:
+            name = target
+        resolver = self
+        if plain:
+            state = self._state
+            server = dataclasses.replace(state.config.server, encrypt=())
+            resolver = Resolver(dataclasses.replace(state.config, server=server), state.snapshot)
+        return resolver.resolve(name, Client(protocol, "127.0.0.1", user_agent=user_agent))
+
+    # -- listings (FTP) --------------------------------------------------------------------
+
+    def listdir(self, path: str) -> list[Entry] | None:
+        state = self._state
+        try:
+            segments = self._segments(state, path)
+        except _Refused:
+            return None
+        files = state.snapshot.files
+        directory = files.joinpath(*segments)
+        try:
+            real = Path(os.path.realpath(directory, strict=True))
+        except (OSError, ValueError):
+            return None
+        if not real.is_relative_to(files) or not real.is_dir():
+            return None
+        entries = []
+        try:
+            children = sorted(os.scandir(real), key=lambda e: e.name)
+        except OSError:
+            return None
+        for child in children:
+            if child.name.startswith(".") or FACTORY.match(child.name):
+                continue
+            try:
+                target = Path(os.path.realpath(child.path, strict=True))
+                info = target.stat()
+            except (OSError, ValueError):
+                continue
+            if not target.is_relative_to(files):
+                continue
+            if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
+                entries.append(Entry(child.name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
+        return entries
+
+
+def _colons(mac: str) -> str:
+    return ":".join(mac[i:i + 2] for i in range(0, 12, 2))
+
+
+def _kind_of(leaf: str) -> Kind:
+    if FIRMWARE.match(leaf):
+        return Kind.FIRMWARE
+    if RESOURCE.match(leaf):
+        return Kind.RESOURCE
+    return Kind.STATIC

@@ -1,0 +1,382 @@
+"""The content tree: what the administrator writes, loaded into one immutable snapshot.
+
+Loading never stops at the first problem: every problem is collected with its file and line so
+`htekd check` can list them all; the daemon refuses a snapshot that has errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from htekd import phonexml
+from htekd.catalog import AmbiguousName, UnknownParameter, catalog, is_pcode
+from htekd.models import models
+
+MAC_INPUT = re.compile(r"\A(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4})\Z")
+PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+# Columns of phones.csv that are not parameters.
+RESERVED_COLUMNS = ("mac", "model", "group", "aes_key")
+# Facts htekd knows about every request; usable as {placeholders} anywhere.
+FACTS = (
+    "mac", "mac_colons", "model", "group", "devcode", "protocol",
+    "server_url", "server_host", "config_url", "firmware_url", "firmware_file",
+)
+# Facts that only a phone's own file has; a value using one is left out of model-wide files.
+PHONE_FACTS = {"mac", "mac_colons", "group"}
+_GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def normalise_mac(text: str) -> str | None:
+    text = text.strip()
+    if not MAC_INPUT.match(text):
+        return None
+    return re.sub(r"[:-]", "", text).lower()
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class TreeError(Exception):
+    """A content tree with errors; str() is one line, .problems has them all."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        errors = [p for p in problems if p.severity == "error"]
+        more = f" (and {len(errors) - 1} more errors; run htekd check)" if len(errors) > 1 else ""
+        super().__init__(f"{errors[0]}{more}" if errors else "content tree has errors")
+
+
+@dataclass(frozen=True)
+class Value:
+    value: str
+    source: str  # "file:line", for check messages
+    variables: frozenset = frozenset()  # placeholders used
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # path relative to the root, e.g. "settings/common.xml"
+    values: Mapping[str, Value]  # P-code -> value
+
+
+@dataclass(frozen=True)
+class Phone:
+    mac: str
+    model: str | None
+    group: str | None
+    line: int
+    values: Mapping[str, Value]  # parameters from the row (non-empty cells)
+    variables: Mapping[str, str]  # other columns, for {placeholders}
+    aes_key: str = ""
+
+
+EMPTY_LAYER = Layer("", MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    root: Path
+    files: Path  # the real path of files/
+    common: Layer
+    models: Mapping[str, Layer]  # model name -> layer
+    groups: Mapping[str, Layer]
+    phone_layers: Mapping[str, Layer]  # mac -> settings/phones/<mac>.xml
+    phones: Mapping[str, Phone]
+    variables: frozenset  # column names usable as placeholders
+    resource_names: frozenset  # files present directly under files/ at load time
+    loaded_at: float = field(default_factory=time.time)
+
+
+class _Loader:
+    def __init__(self, root: Path):
+        self.root = root
+        self.problems: list[Problem] = []
+
+    def error(self, file: str, line: int, message: str) -> None:
+        self.problems.append(Problem(file, line, message))
+
+    def warn(self, file: str, line: int, message: str) -> None:
+        self.problems.append(Problem(file, line, message, "warning"))
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # -- settings layers -------------------------------------------------------------------
+
+    def layer(self, path: Path) -> Layer:
+        name = self.rel(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.error(name, 0, f"cannot read: {exc.strerror}")
+            return Layer(name, MappingProxyType({}))
+        try:
+            settings = phonexml.parse(data)
+        except phonexml.PhoneXmlError as exc:
+            self.error(name, exc.line, str(exc))
+            return Layer(name, MappingProxyType({}))
+        values: dict[str, Value] = {}
+        cat = catalog()
+        for setting in settings:
+            param = cat.get(setting.code)
+            if param is None:
+                self.warn(name, setting.line, f"{setting.code} is not in the parameter catalog (sent as is)")
+            elif setting.code in values and values[setting.code].value != setting.value:
+                self.warn(name, setting.line, f"{setting.code} is set twice; the later value wins")
+            values[setting.code] = self.value(name, setting.line, setting.code, setting.value)
+        return Layer(name, MappingProxyType(values))
+
+    def value(self, file: str, line: int, code: str, text: str) -> Value:
+        used = frozenset(PLACEHOLDER.findall(text))
+        if not used:
+            problem = catalog().check(code, text)
+            if problem:
+                self.error(file, line, f"{code}: {problem}")
+        return Value(text, f"{file}:{line}", used)
+
+    def layer_dir(self, folder: str, kind: str) -> dict[str, Layer]:
+        layers: dict[str, Layer] = {}
+        directory = self.root / "settings" / folder
+        if not directory.is_dir():
+            return layers
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.suffix.lower() != ".xml" or not path.is_file():
+                self.warn(self.rel(path), 0, f"ignored: {kind} settings are <name>.xml files")
+                continue
+            layers[path.stem] = self.layer(path)
+        return layers
+
+    # -- inventory -------------------------------------------------------------------------
+
+    def phones(self, path: Path) -> tuple[dict[str, Phone], list[str]]:
+        name = self.rel(path)
+        if not path.exists():
+            self.warn(name, 0, "no inventory: every phone is unknown")
+            return {}, []
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            self.error(name, line, "not UTF-8 text (save the spreadsheet as CSV UTF-8)")
+            return {}, []
+        except OSError as exc:
+            self.error(name, 0, f"cannot read: {exc.strerror}")
+            return {}, []
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            self.error(name, 1, f"malformed CSV: {exc}")
+            return {}, []
+        if not header:
+            self.error(name, 1, "empty file: the first line must name the columns (mac, model, group, ...)")
+            return {}, []
+        header = [column.strip() for column in header]
+        lowered = [column.lower() for column in header]
+        if "mac" not in lowered:
+            self.error(name, 1, "no 'mac' column")
+            return {}, []
+        columns: dict[int, str] = {}  # index -> P-code, or "" for a variable column
+        variables: list[str] = []
+        seen_columns: dict[str, int] = {}
+        for index, column in enumerate(header):
+            key = column.lower()
+            if not column or column.startswith("#"):
+                continue  # unnamed and comment columns are the administrator's own
+            if key in RESERVED_COLUMNS:
+                columns[index] = key
+            elif is_pcode(column) or _is_parameter_name(column):
+                try:
+                    code = catalog().lookup(column).code
+                except UnknownParameter:
+                    code = column.upper()
+                    self.warn(name, 1, f"column {column!r}: {code} is not in the parameter catalog (sent as is)")
+                except AmbiguousName as exc:
+                    self.error(name, 1, f"column {column!r}: {exc}")
+                    continue
+                columns[index] = code
+            elif key in FACTS:
+                self.error(name, 1, f"column {column!r}: that name is one of htekd's own facts; rename the column")
+                continue
+            else:
+                columns[index] = ""
+                variables.append(column)
+            if columns[index] and columns[index] in seen_columns:
+                self.error(name, 1, f"column {column!r} sets {columns[index]} again (column {seen_columns[columns[index]] + 1})")
+            seen_columns.setdefault(columns[index] or column, index)
+        phones: dict[str, Phone] = {}
+        first_line: dict[str, int] = {}
+        line = 1
+        try:
+            for row in reader:
+                line = reader.line_num - _trailing_newlines(row)
+                if not any(cell.strip() for cell in row):
+                    continue
+                phone = self.phone(name, line, row, header, columns)
+                if phone is None:
+                    continue
+                if phone.mac in phones:
+                    self.error(name, line, f"duplicate MAC {phone.mac} (first on line {first_line[phone.mac]})")
+                    continue
+                phones[phone.mac] = phone
+                first_line[phone.mac] = line
+        except csv.Error as exc:
+            self.error(name, reader.line_num, f"malformed CSV: {exc}")
+        return phones, variables
+
+    def phone(self, file: str, line: int, row: list[str], header: list[str], columns: dict[int, str]) -> Phone | None:
+        if len(row) > len(header) and any(cell.strip() for cell in row[len(header):]):
+            self.error(file, line, f"{len(row)} cells but only {len(header)} columns")
+        cells = {index: row[index].strip() if index < len(row) else "" for index in columns}
+        by_key = {columns[index]: cells[index] for index in columns if columns[index] in RESERVED_COLUMNS}
+        raw_mac = by_key.get("mac", "")
+        mac = normalise_mac(raw_mac)
+        if mac is None:
+            self.error(file, line, f"bad MAC {raw_mac!r} (12 hex digits, with or without : or -)")
+            return None
+        model_name = by_key.get("model") or None
+        if model_name:
+            model = models().get(model_name)
+            if model is None:
+                self.error(file, line, f"unknown model {model_name!r} (see htekd models)")
+                model_name = None
+            else:
+                model_name = model.name
+        group = by_key.get("group") or None
+        if group and not _GROUP_NAME.match(group):
+            self.error(file, line, f"bad group name {group!r} (letters, digits, '.', '_', '-')")
+            group = None
+        values: dict[str, Value] = {}
+        variables: dict[str, str] = {}
+        for index, key in columns.items():
+            if key in RESERVED_COLUMNS:
+                continue
+            cell = cells[index]
+            if key == "":
+                variables[header[index]] = cell
+            elif cell != "":
+                values[key] = self.value(file, line, key, cell)
+        aes_key = by_key.get("aes_key", "")
+        if aes_key:
+            from htekd.aes import InvalidKey, parse_key
+
+            try:
+                parse_key(aes_key)
+            except InvalidKey as exc:
+                self.error(file, line, f"aes_key: {exc}")
+                aes_key = ""
+        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key)
+
+
+def _trailing_newlines(row: list[str]) -> int:
+    """Newlines inside quoted cells, so an error names the line where the row starts."""
+    return sum(cell.count("\n") for cell in row)
+
+
+def _is_parameter_name(column: str) -> bool:
+    try:
+        catalog().lookup(column)
+    except UnknownParameter:
+        return False
+    except AmbiguousName:
+        return True
+    return True
+
+
+def load(root: Path) -> tuple[Snapshot, list[Problem]]:
+    """Read the whole tree. Returns the snapshot and every problem found (errors and warnings)."""
+    root = Path(root)
+    loader = _Loader(root)
+    if not root.is_dir():
+        loader.error(str(root), 0, "content tree root does not exist")
+        empty = MappingProxyType({})
+        return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset(), frozenset()), loader.problems
+    files = root / "files"
+    if not files.is_dir():
+        loader.warn("files", 0, "no files/ folder: only generated configurations are served")
+    common_path = root / "settings" / "common.xml"
+    common = loader.layer(common_path) if common_path.exists() else Layer("settings/common.xml", MappingProxyType({}))
+    model_layers = loader.layer_dir("models", "model")
+    for model_name in list(model_layers):
+        model = models().get(model_name)
+        if model is None:
+            loader.error(model_layers[model_name].name, 0, f"unknown model {model_name!r} (see htekd models)")
+            del model_layers[model_name]
+        elif model.name != model_name:
+            model_layers[model.name] = model_layers.pop(model_name)
+    group_layers = loader.layer_dir("groups", "group")
+    phone_layers: dict[str, Layer] = {}
+    for stem, layer in loader.layer_dir("phones", "phone").items():
+        mac = normalise_mac(stem)
+        if mac is None:
+            loader.error(layer.name, 0, "file name is not a MAC (expected settings/phones/<mac>.xml)")
+            continue
+        phone_layers[mac] = layer
+    phones, variables = loader.phones(root / "phones.csv")
+
+    known = set(FACTS) | set(variables)
+    used: set[str] = set()
+    for layer in (common, *model_layers.values(), *group_layers.values(), *phone_layers.values()):
+        for code, value in layer.values.items():
+            used |= value.variables
+            for variable in sorted(value.variables - known):
+                loader.error(value.source.rsplit(":", 1)[0], int(value.source.rsplit(":", 1)[1]),
+                             f"{code}: unknown placeholder {{{variable}}} (not a column of phones.csv nor one of: {', '.join(FACTS)})")
+    for phone in phones.values():
+        for code, value in phone.values.items():
+            used |= value.variables
+            for variable in sorted(value.variables - known):
+                loader.error("phones.csv", phone.line, f"{code}: unknown placeholder {{{variable}}}")
+    for variable in variables:
+        if variable not in used:
+            loader.error("phones.csv", 1, f"column {variable!r} is neither a parameter nor a placeholder used in settings "
+                         "(prefix it with # to keep it as a note)")
+    for mac, phone in phones.items():
+        if phone.group and phone.group not in group_layers:
+            loader.warn("phones.csv", phone.line, f"group {phone.group!r} has no settings/groups/{phone.group}.xml")
+    for mac, layer in phone_layers.items():
+        if mac not in phones:
+            loader.warn(layer.name, 0, f"phone {mac} is not in phones.csv: this file is not used")
+
+    resource_names = frozenset(p.name for p in files.iterdir() if p.is_file()) if files.is_dir() else frozenset()
+    snapshot = Snapshot(
+        root=root,
+        files=files.resolve() if files.is_dir() else files,
+        common=common,
+        models=MappingProxyType(model_layers),
+        groups=MappingProxyType(group_layers),
+        phone_layers=MappingProxyType(phone_layers),
+        phones=MappingProxyType(phones),
+        variables=frozenset(variables),
+        resource_names=resource_names,
+    )
+    return snapshot, loader.problems
+
+
+def load_strict(root: Path) -> Snapshot:
+    """The snapshot the daemon serves: any error refuses the whole tree."""
+    snapshot, problems = load(root)
+    if any(p.severity == "error" for p in problems):
+        raise TreeError(problems)
+    return snapshot
