@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Regenerate htekd/data/catalog.tsv from a configuration downloaded from an Htek phone.
+
+    tools/build_catalog.py REFERENCE_XML [-o OUTPUT]
+
+The phone's own download is not well-formed XML (it uses HTML entities such as `&copy;`),
+so entities XML does not define are replaced by their characters before parsing.
+Output: one row per section comment (empty code, so empty sections survive) and one row
+per parameter (code, name, section, default), in file order; a P-code listed twice keeps
+its first position. Tabs, newlines, carriage returns and backslashes are escaped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html.entities
+import re
+import sys
+from pathlib import Path
+
+from lxml import etree
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "htekd" / "data" / "catalog.tsv"
+HEADER = ("code", "name", "section", "default")
+XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
+ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+PCODE_TAG = re.compile(r"P[0-9]+")
+# The vendor's file spells `para` as `papr` once (P24749).
+NAME_ATTRIBUTES = ("para", "papr")
+
+
+class BuildError(Exception):
+    pass
+
+
+def replace_html_entities(text: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name in XML_ENTITIES or name not in html.entities.name2codepoint:
+            return match.group(0)
+        return chr(html.entities.name2codepoint[name])
+
+    return ENTITY.sub(replace, text)
+
+
+def escape(field: str) -> str:
+    return field.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def read_rows(path: Path) -> list[tuple[str, str, str, str]]:
+    """Section rows ("", "", section, "") and parameter rows (code, name, section, default)."""
+    text = replace_html_entities(path.read_text(encoding="utf-8"))
+    try:
+        root = etree.fromstring(text.encode("utf-8"))
+    except etree.XMLSyntaxError as exc:
+        raise BuildError(f"{path}: {exc}") from None
+    config = root.find("config")
+    if config is None:
+        raise BuildError(f"{path}: no <config> element")
+    rows: list[tuple[str, str, str, str]] = []
+    seen: dict[str, tuple[str, str]] = {}
+    section = ""
+    for node in config:
+        if isinstance(node, etree._Comment):
+            section = (node.text or "").strip()
+            rows.append(("", "", section, ""))
+            continue
+        if not isinstance(node.tag, str) or not PCODE_TAG.fullmatch(node.tag):
+            raise BuildError(f"{path}:{node.sourceline}: unexpected element <{node.tag}>")
+        code = node.tag
+        name = next((node.get(a) for a in NAME_ATTRIBUTES if node.get(a) is not None), "")
+        default = node.text or ""
+        if code in seen:
+            if seen[code] != (name, default):
+                raise BuildError(f"{path}:{node.sourceline}: {code} listed twice with different contents")
+            continue
+        seen[code] = (name, default)
+        rows.append((code, name, section, default))
+    return rows
+
+
+def write_tsv(rows: list[tuple[str, str, str, str]], output: Path) -> None:
+    lines = ["\t".join(HEADER)] + ["\t".join(escape(field) for field in row) for row in rows]
+    output.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reference", type=Path, help="configuration XML downloaded from a phone")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
+    args = parser.parse_args(argv)
+    try:
+        rows = read_rows(args.reference)
+    except (OSError, UnicodeDecodeError, BuildError) as exc:
+        print(f"build_catalog: {exc}", file=sys.stderr)
+        return 1
+    write_tsv(rows, args.output)
+    count = sum(1 for row in rows if row[0])
+    print(f"build_catalog: {count} parameters, {len(rows) - count} sections -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
