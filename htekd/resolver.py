@@ -19,6 +19,7 @@ from pathlib import Path
 
 from htekd import render, tree
 from htekd.aes import encrypt
+from htekd.catalog import catalog
 from htekd.config import Config
 from htekd.models import models
 from htekd.resolution import Client, Entry, Kind, Resolution, Status
@@ -270,7 +271,10 @@ class Resolver:
             layers.append(snapshot.models[model].values)
         facts = self._facts(state, protocol, model, None)
         facts.update(mac=mac, mac_colons=_colons(mac))
-        content = render.render(render.merge(layers), self._defaults(state, protocol), facts)
+        # Anyone can claim an unknown MAC: passwords and keys are for phones in the inventory only.
+        cat = catalog()
+        values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
+        content = render.render(values, self._defaults(state, protocol), facts)
         return self._encrypt(state, content, self._phone_key(state, None))
 
     def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
