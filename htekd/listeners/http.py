@@ -1,0 +1,435 @@
+"""HTTP and HTTPS listener: every GET or HEAD path goes to the resolver; nothing else is served.
+
+The request path is percent-decoded once and decoded as UTF-8 (bytes that are not UTF-8 become
+surrogate escapes, as Python does for file names); the resolver gets that name as is and does
+all normalising and policy. Generated files are written in one piece; files are streamed in
+chunks, never read whole. Single byte ranges are honoured; a request for several ranges gets the
+whole file (200), which RFC 9110 allows.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.parse
+from dataclasses import replace
+from typing import BinaryIO
+
+from twisted.internet import tcp
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.threads import deferToThread
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web import http, server
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from htekd.listeners import ListenError
+from htekd.resolution import Client, Kind, Resolution, Status
+
+# Bytes read from a file per write. Large enough that a 32 MiB firmware takes few reactor turns,
+# small enough that hundreds of parallel downloads stay within tens of MB (one chunk each at most).
+CHUNK_SIZE = 128 * 1024
+
+CONTENT_TYPES = {
+    ".xml": "application/xml",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".bmp": "image/bmp",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".tar": "application/x-tar",
+    ".js": "text/javascript",
+    ".txt": "text/plain; charset=utf-8",
+}
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+ALLOWED_METHODS = (b"GET", b"HEAD")
+_RANGE = re.compile(r"bytes\s*=\s*(\d*)\s*-\s*(\d*)", re.ASCII | re.IGNORECASE)
+
+
+def listen(reactor, config, resolver, log, tls: bool) -> list:
+    """Bind every address of `config` ([http] or [https]); ListenError if one cannot be bound
+    (or, for HTTPS, if the certificate or key cannot be loaded) after closing the others."""
+    protocol = "https" if tls else "http"
+    site = ProvisioningSite(ProvisioningResource(protocol, resolver, log, reactor, config.timeout), config.timeout, reactor)
+    factory = site
+    if tls:
+        factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
+        factory.noisy = False
+    ports = []
+    for address in config.listen:
+        port = _Port(address.port, factory, interface=address.host, reactor=reactor)
+        try:
+            port.startListening()
+        except CannotListenError as exc:
+            for bound in ports:
+                bound.stopListening()
+            raise ListenError(protocol, address, exc.socketError.strerror or str(exc.socketError)) from None
+        ports.append(port)
+    return ports
+
+
+def tls_options(config, address):
+    """CertificateOptions from the PEM certificate (leaf first, then intermediates) and key of
+    [https]; TLS 1.2 at least, no client certificate. ListenError naming the file otherwise."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import SSL
+    from twisted.internet.ssl import CertificateOptions, TLSVersion
+
+    def fail(what, path, reason):
+        return ListenError("https", address, f"cannot load {what} {path}: {' '.join(str(reason).split())}")
+
+    try:
+        chain = x509.load_pem_x509_certificates(config.certificate.read_bytes())
+    except OSError as exc:
+        raise fail("certificate", config.certificate, exc.strerror) from None
+    except ValueError:
+        raise fail("certificate", config.certificate, "no PEM certificate in it") from None
+    try:
+        key = serialization.load_pem_private_key(config.private_key.read_bytes(), password=None)
+    except OSError as exc:
+        raise fail("private key", config.private_key, exc.strerror) from None
+    except TypeError:  # cryptography's word for "this key needs a password"
+        raise fail("private key", config.private_key, "it is encrypted; give an unencrypted key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise fail("private key", config.private_key, "no PEM private key of a supported type in it") from None
+    try:
+        # pyOpenSSL takes cryptography's objects as they are (its own X509/PKey are deprecated).
+        options = CertificateOptions(
+            privateKey=key, certificate=chain[0], extraCertChain=chain[1:], raiseMinimumTo=TLSVersion.TLSv1_2
+        )
+        options.getContext()  # checks now that the key belongs to the certificate
+    except (SSL.Error, ValueError, TypeError):
+        raise fail("private key", config.private_key, f"it does not belong to certificate {config.certificate}") from None
+    return options
+
+
+class _Port(tcp.Port):
+    """A TCP listening port; an IPv6 address means IPv6 only, so "0.0.0.0:80 [::]:80" can both bind."""
+
+    def createInternetSocket(self):
+        sock = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock
+
+
+class _Channel(http.HTTPChannel):
+    """An HTTP/1.x connection that must deliver each whole request within the timeout.
+
+    Twisted's idle timeout restarts on every byte, so a client trickling header bytes would be
+    kept forever; this deadline runs from the moment the connection waits for a request.
+    """
+
+    _request_deadline = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._arm_deadline()
+
+    def allContentReceived(self):
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request):
+        self._arm_deadline()  # before: a pipelined request buffered meanwhile is parsed inside
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _arm_deadline(self):
+        self._cancel_deadline()
+        if self.timeOut:
+            self._request_deadline = self.callLater(self.timeOut, self._deadline_passed)
+
+    def _cancel_deadline(self):
+        if self._request_deadline is not None and self._request_deadline.active():
+            self._request_deadline.cancel()
+        self._request_deadline = None
+
+    def _deadline_passed(self):
+        self._request_deadline = None
+        self.timeoutConnection()
+
+
+class _Request(server.Request):
+    """A request whose body (a PUT or POST that will be refused) is read and thrown away."""
+
+    def gotLength(self, length):
+        self.content = io.BytesIO()
+
+    def handleContentChunk(self, data):
+        pass
+
+
+class ProvisioningSite(server.Site):
+    """The twisted.web site over the one resource; the request log is ours, not Twisted's."""
+
+    protocol = _Channel
+    requestFactory = _Request
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, resource, timeout: float, reactor):
+        super().__init__(resource, timeout=timeout, reactor=reactor)
+
+    def log(self, request):
+        pass  # every request is recorded once by ProvisioningResource
+
+
+class ProvisioningResource(Resource):
+    """Answers every path: one exchange per request, from resolution to its log record."""
+
+    isLeaf = True
+
+    def __init__(self, protocol: str, resolver, log, reactor, timeout: float):
+        super().__init__()
+        self.protocol, self.resolver, self.log, self.reactor, self.timeout = protocol, resolver, log, reactor, timeout
+
+    def render(self, request):
+        _Exchange(self, request).start()
+        return server.NOT_DONE_YET
+
+    def resolve_and_open(self, name: str, client: Client) -> tuple[Resolution, BinaryIO | None]:
+        """In a worker thread: the resolution and, for a file, the file opened for streaming (size
+        and mtime then come from the open file, so the headers describe the bytes sent)."""
+        resolution = self.resolver.resolve(name, client)
+        if not resolution.ok or resolution.content is not None:
+            return resolution, None
+        try:
+            reader = resolution.open()
+        except OSError as exc:
+            return replace(resolution, status=Status.NOT_FOUND, reason=f"cannot open: {exc.strerror}"), None
+        stat = os.fstat(reader.fileno())
+        return replace(resolution, size=stat.st_size, mtime=stat.st_mtime), reader
+
+
+class _Exchange:
+    """One request: method check, resolution in a thread, the response, then one log record."""
+
+    def __init__(self, resource: ProvisioningResource, request: server.Request):
+        self.resource, self.request = resource, request
+        self.started = time.monotonic()
+        peer = request.getClientAddress()
+        user_agent = request.getHeader(b"user-agent") or b""
+        self.client = Client(resource.protocol, peer.host, peer.port, user_agent.decode("utf-8", "replace"))
+        self.name = request_name(request.path)
+        self.resolution: Resolution | None = None
+        self.outcome, self.reason, self.nbytes = "ok", "", 0
+        self.gone = False  # the client went away before the resolution arrived
+        self.recorded = False
+        request.setHeader(b"server", b"htekd")
+        request.notifyFinish().addCallbacks(self._finished, self._broken)
+
+    def start(self):
+        method = self.request.method
+        if method not in ALLOWED_METHODS:
+            reason = f"method {method.decode('latin-1')} not allowed"
+            self.resolution = Resolution(self.name, self.name.strip("/"), Kind.NONE, Status.DENIED, reason)
+            self.request.setHeader(b"allow", b", ".join(ALLOWED_METHODS))
+            self._text(http.NOT_ALLOWED, reason, "denied")
+            return
+        # A credential check (Basic/Digest) belongs here, before anything is resolved.
+        work = deferToThread(self.resource.resolve_and_open, self.name, self.client)
+        work.addCallback(self._respond)
+        work.addErrback(self._failed)
+
+    # -- responses -------------------------------------------------------------------------------
+    def _respond(self, answer: tuple[Resolution, BinaryIO | None]):
+        resolution, reader = answer
+        self.resolution = resolution
+        if self.gone:
+            if reader is not None:
+                reader.close()
+            self._record("failed")
+            return
+        if not resolution.ok:
+            code = http.NOT_FOUND if resolution.status is Status.NOT_FOUND else http.FORBIDDEN
+            self._text(code, resolution.reason or resolution.status.value, resolution.status.value)
+            return
+        request = self.request
+        size = resolution.size if reader is not None else len(resolution.content)
+        etag = f'"{resolution.etag}"'.encode("ascii", "replace") if resolution.etag else None
+        modified = http.datetimeToString(int(resolution.mtime)) if resolution.mtime else None
+        request.setHeader(b"content-type", CONTENT_TYPES.get(os.path.splitext(resolution.path)[1].lower(), DEFAULT_CONTENT_TYPE))
+        request.setHeader(b"accept-ranges", b"bytes")
+        if etag:
+            request.setHeader(b"etag", etag)
+        if modified:
+            request.setHeader(b"last-modified", modified)
+        if self._not_modified(etag, resolution.mtime):
+            request.setResponseCode(http.NOT_MODIFIED)
+            self._finish(reader)
+            return
+        wanted = byte_range(request.getHeader(b"range"), size) if self._range_applies(etag, modified) else None
+        if wanted == "unsatisfiable":
+            request.setHeader(b"content-range", f"bytes */{size}")
+            if reader is not None:
+                reader.close()
+            self._text(http.REQUESTED_RANGE_NOT_SATISFIABLE, "range not satisfiable", "ok")
+            return
+        start, end = wanted or (0, size)
+        if wanted:
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(b"content-range", f"bytes {start}-{end - 1}/{size}")
+        request.setHeader(b"content-length", str(end - start))
+        if request.method == b"HEAD":
+            self._finish(reader)
+        elif reader is None:
+            self.nbytes = end - start
+            request.write(resolution.content[start:end])
+            request.finish()
+        else:
+            _FileBody(self, reader, start, end - start).start()
+
+    def _text(self, code: int, message: str, outcome: str, reason: str = ""):
+        """A short text/plain answer (errors); the log gets `outcome` and `reason` (else the message)."""
+        body = (message + "\n").encode("utf-8", "replace")
+        self.outcome, self.reason = outcome, reason or message
+        self.request.setResponseCode(code)
+        self.request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.request.setHeader(b"content-length", str(len(body)))
+        if self.request.method != b"HEAD":
+            self.request.write(body)
+        self.request.finish()
+
+    def _finish(self, reader: BinaryIO | None):
+        """A response without body bytes (HEAD, 304)."""
+        if reader is not None:
+            reader.close()
+        self.request.finish()
+
+    def _failed(self, failure):
+        """The resolver (or this code) raised: this request fails, the listener lives on."""
+        message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        print(f"htekd: {self.client.protocol}: {json.dumps(self.name)} failed: {message}", file=sys.stderr, flush=True)
+        if self.resolution is None:
+            self.resolution = Resolution(self.name, self.name.strip("/"), Kind.NONE, Status.NOT_FOUND)
+        self.reason = f"internal error: {message}"
+        if self.gone:
+            self._record("failed")
+        elif not self.request.startedWriting:
+            self._text(http.INTERNAL_SERVER_ERROR, "internal error", "failed", self.reason)
+        else:
+            self.outcome = "failed"
+            self.request.transport.abortConnection()
+
+    # -- conditional and range requests ----------------------------------------------------------
+    def _not_modified(self, etag: bytes | None, mtime: float) -> bool:
+        """If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2)."""
+        tags = self.request.getHeader(b"if-none-match")
+        if tags is not None:
+            if tags.strip() == b"*":
+                return True
+            return etag is not None and any(tag.strip().removeprefix(b"W/") == etag for tag in tags.split(b","))
+        since = http_date(self.request.getHeader(b"if-modified-since"))
+        return since is not None and bool(mtime) and int(mtime) <= since
+
+    def _range_applies(self, etag: bytes | None, modified: bytes | None) -> bool:
+        """If-Range: the range is for this version of the file only (else the whole file is sent)."""
+        condition = self.request.getHeader(b"if-range")
+        return condition is None or condition.strip() in (etag, modified)
+
+    # -- the end of a request --------------------------------------------------------------------
+    def _finished(self, _):
+        self._record(self.outcome)
+
+    def _broken(self, _failure):
+        if self.resolution is None:
+            self.gone = True  # logged when the resolution arrives
+            return
+        self._record("failed" if self.outcome == "ok" else self.outcome)
+
+    def _record(self, outcome: str):
+        if self.recorded:
+            return
+        self.recorded = True
+        self.resource.log.record(
+            self.resolution, self.client, outcome, self.nbytes, time.monotonic() - self.started, self.reason
+        )
+
+
+@implementer(IPullProducer)
+class _FileBody:
+    """Streams [start, start+length) of an open file, CHUNK_SIZE at a time. A client that takes no
+    data for the timeout is cut off (Twisted's idle timeout is off while a response is sent)."""
+
+    def __init__(self, exchange: _Exchange, reader: BinaryIO, start: int, length: int):
+        self.exchange, self.reader, self.remaining = exchange, reader, length
+        self.request = exchange.request
+        self.timeout = exchange.resource.timeout
+        self.watchdog = None
+        if start:
+            reader.seek(start)
+
+    def start(self):
+        self.watchdog = self.exchange.resource.reactor.callLater(self.timeout, self._stalled)
+        self.request.registerProducer(self, False)
+
+    def resumeProducing(self):
+        try:
+            data = self.reader.read(min(CHUNK_SIZE, self.remaining))
+        except OSError:
+            data = b""
+        if not data:  # a read error, or the file shrank under us: the promised length cannot be kept
+            self.request.transport.abortConnection()
+            return
+        self.remaining -= len(data)
+        self.exchange.nbytes += len(data)
+        self.watchdog.reset(self.timeout)
+        self.request.write(data)
+        if self.remaining == 0:
+            self.stopProducing()
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def stopProducing(self):
+        if self.watchdog.active():
+            self.watchdog.cancel()
+        self.reader.close()
+
+    def _stalled(self):
+        self.request.transport.abortConnection()
+
+
+def request_name(path: bytes) -> str:
+    """The raw request path, percent-decoded once, as UTF-8 (other bytes as surrogate escapes).
+    An absolute-form target ("GET http://host/name", as sent through a proxy) gives its path."""
+    if not path.startswith(b"/"):
+        path = urllib.parse.urlsplit(path).path
+    return urllib.parse.unquote_to_bytes(path).decode("utf-8", "surrogateescape")
+
+
+def http_date(value: bytes | None) -> int | None:
+    """Seconds since the epoch of an HTTP date, None if absent or unreadable."""
+    try:
+        parsed = email.utils.parsedate_tz(value.decode("latin-1")) if value else None
+        return email.utils.mktime_tz(parsed) if parsed else None
+    except (ValueError, OverflowError):  # e.g. a year beyond any clock
+        return None
+
+
+def byte_range(header: bytes | None, size: int):
+    """(start, end) for a single "bytes=" range, "unsatisfiable", or None (no, several or an
+    unreadable range: the whole file is sent)."""
+    match = _RANGE.fullmatch(header.decode("latin-1").strip()) if header else None
+    if not match or not any(match.groups()):
+        return None
+    first, last = match.groups()
+    if not first:  # "-N": the last N bytes
+        suffix = int(last)
+        return (max(size - suffix, 0), size) if suffix and size else "unsatisfiable"
+    start, end = int(first), int(last) + 1 if last else size
+    if last and end <= start:  # "9-5" is no valid range: ignored
+        return None
+    return (start, min(end, size)) if start < size else "unsatisfiable"
