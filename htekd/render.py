@@ -6,6 +6,8 @@ from typing import Iterable, Mapping
 
 from htekd import phonexml
 from htekd.catalog import catalog
+from htekd.models import Model
+from htekd.resources import image_urls
 from htekd.tree import PHONE_FACTS, PLACEHOLDER, Value
 
 # Upgrade mode (P212) per protocol. FTP's value is not published, so it is never filled in.
@@ -28,8 +30,8 @@ def merge(layers: Iterable[Mapping[str, Value]]) -> dict[str, Value]:
     return merged
 
 
-def server_values(base_url: str, protocol: str, resource_names: frozenset) -> dict[str, str]:
-    """What htekd fills in unless a layer sets it: where the phone finds this server."""
+def server_values(base_url: str, protocol: str, resource_names: frozenset, model: Model | None) -> dict[str, str]:
+    """What htekd fills in unless a layer sets it: where the phone finds this server and its files."""
     values = {CONFIG_SERVER_PATH: base_url, FIRMWARE_SERVER_PATH: base_url}
     if protocol in UPGRADE_MODE:
         values[UPGRADE_MODE_CODE] = UPGRADE_MODE[protocol]
@@ -38,6 +40,7 @@ def server_values(base_url: str, protocol: str, resource_names: frozenset) -> di
             values[code] = f"{base_url}/{name}"
     if RING_FILES & resource_names:
         values[RING_URL] = base_url
+    values.update(image_urls(resource_names, model, base_url))
     return values
 
 
@@ -46,11 +49,9 @@ def substitute(value: Value, facts: Mapping[str, str]) -> str | None:
 
     `{{name}}` stands for a literal `{name}`.
     """
-    if not value.variables:
-        return value.value
     if not value.variables <= facts.keys():
         return None
-    text = PLACEHOLDER.sub(lambda match: facts[match.group(1)], value.value)
+    text = PLACEHOLDER.sub(lambda match: facts[match.group(1)], value.value) if value.variables else value.value
     return text.replace("{{", "{").replace("}}", "}") if "{{" in text else text
 
 

@@ -135,6 +135,8 @@ class RequestLog:
             reason=self._redact(reason or resolution.reason),
         )
         line = json.dumps(entry.as_dict(), ensure_ascii=False) if self.fmt == "json" else entry.text()
+        # A name that was not UTF-8 arrives with surrogate escapes: keep them visible, never lose the line.
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         with self._lock:
             self._write(line)
             for observer in self.observers:

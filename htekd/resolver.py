@@ -252,8 +252,9 @@ class Resolver:
             facts["devcode"] = devcode
         return facts
 
-    def _defaults(self, state: _State, protocol: str) -> dict[str, str]:
-        return render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names)
+    def _defaults(self, state: _State, protocol: str, model: str | None) -> dict[str, str]:
+        model_info = models().get(model) if model else None
+        return render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names, model_info)
 
     def _render_model(self, state: _State, devcode: str, model: str | None, protocol: str) -> bytes:
         snapshot = state.snapshot
@@ -261,7 +262,7 @@ class Resolver:
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         facts = render.model_wide_facts(self._facts(state, protocol, model, devcode))
-        content = render.render(render.merge(layers), self._defaults(state, protocol), facts)
+        content = render.render(render.merge(layers), self._defaults(state, protocol, model), facts)
         return self._encrypt(state, content, state.config.server.aes_key if "model" in state.config.server.encrypt else "")
 
     def _render_unknown(self, state: _State, mac: str, model: str | None, protocol: str) -> bytes:
@@ -274,7 +275,7 @@ class Resolver:
         # Anyone can claim an unknown MAC: passwords and keys are for phones in the inventory only.
         cat = catalog()
         values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
-        content = render.render(values, self._defaults(state, protocol), facts)
+        content = render.render(values, self._defaults(state, protocol, model), facts)
         return self._encrypt(state, content, self._phone_key(state, None))
 
     def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
@@ -291,7 +292,7 @@ class Resolver:
         facts.update(phone.variables, mac=phone.mac, mac_colons=_colons(phone.mac))
         if phone.group:
             facts["group"] = phone.group
-        content = render.render(render.merge(layers), self._defaults(state, protocol), facts)
+        content = render.render(render.merge(layers), self._defaults(state, protocol, model), facts)
         return self._encrypt(state, content, self._phone_key(state, phone))
 
     @staticmethod

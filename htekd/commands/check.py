@@ -9,6 +9,7 @@ from htekd.catalog import catalog
 from htekd.commands.common import add_config_argument, load_config
 from htekd.models import models
 from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
+from htekd.resources import check_files
 
 HELP = "validate the configuration, the content tree and every parameter value (like nginx -t)"
 AES_KEY = "P8631"
@@ -50,7 +51,8 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
             value = layer.values.get(code)
             if value is not None and host not in value.value:
                 file, _, line = value.source.rpartition(":")
-                problems.append(tree.Problem(file, int(line), f"{code} points away from this server ({value.value or 'blank'}): "
+                shown = repr(value.value) if value.value else "blank"  # repr: a value never breaks the line
+                problems.append(tree.Problem(file, int(line), f"{code} points away from this server ({shown}): "
                                              "phones will stop asking htekd; remove it to let htekd fill it in", "warning"))
     model_wide = [snapshot.common, *snapshot.models.values()]
     if "model" not in config.server.encrypt:
@@ -68,6 +70,7 @@ def run(args) -> int:
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)
+    problems += check_files(snapshot)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     for problem in problems:

@@ -1,0 +1,162 @@
+"""Firmware and resource files: which names phones take and what the files must be (seed sections 5-7).
+
+A wrong name, size or resolution breaks the feature on every phone at once, so `htekd check`
+knows the rules; the renderer fills in the URL parameters for the files that are present.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import struct
+from importlib import resources as package_data
+from pathlib import Path
+
+from htekd.models import Model, models
+from htekd.tree import Problem, Snapshot
+
+SCREENSAVER_URL = "P20051"
+WALLPAPER_URL = "P20052"
+WEB_LOGO_URL = "P24885"
+# wallpaper-UC924.jpg, screensaver-UC926E.bmp: one file per model, since resolutions differ.
+MODEL_IMAGE = re.compile(r"\A(?P<kind>wallpaper|screensaver)-(?P<model>[A-Za-z0-9]+)\.(?P<ext>jpg|bmp)\Z", re.IGNORECASE)
+GENERIC_IMAGE = re.compile(r"\A(?:wallpaper|screensaver)[^/]*\.(?:jpe?g|bmp|png|gif)\Z", re.IGNORECASE)
+WEB_LOGO = "weblogo.jpg"
+WEB_LOGO_SIZE = (225, 93)
+IMAGE_MAX_BYTES = 100 * 1024
+WEB_LOGO_MAX_BYTES = 2 * 1024 * 1024
+RING = re.compile(r"\Aring([0-9]+)\.bin\Z", re.IGNORECASE)
+LANGUAGE_LIKE = re.compile(r"\A(?:[0-9]+_.*|LCD_.*|Web_.*)\.(?:xml|js)\Z", re.IGNORECASE)
+IMAGE_PARAMETERS = {"wallpaper": WALLPAPER_URL, "screensaver": SCREENSAVER_URL}
+
+
+@functools.cache
+def language_files() -> frozenset[str]:
+    """The LCD (.xml) and web (.js) language file names the phones take."""
+    text = package_data.files("htekd").joinpath("data/languages.tsv").read_text(encoding="utf-8")
+    return frozenset(line.split("\t", 1)[1] for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def image_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) of a JPEG or BMP from its header, or None if it is neither."""
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack_from("<ii", data, 18)
+        return "bmp", width, abs(height)
+    if data[:2] != b"\xff\xd8":
+        return None
+    offset = 2
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            offset += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, offset + 2)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if offset + 9 > len(data):
+                return None
+            height, width = struct.unpack_from(">HH", data, offset + 5)
+            return "jpg", width, height
+        offset += 2 + length
+    return None
+
+
+def _read_head(path: Path, limit: int = 256 * 1024) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(limit)
+
+
+def image_urls(resource_names: frozenset, model: Model | None, base_url: str) -> dict[str, str]:
+    """URL parameters for the images present under files/ that this model takes."""
+    values: dict[str, str] = {}
+    if model is None:
+        return values
+    if model.wallpaper:
+        for kind, code in IMAGE_PARAMETERS.items():
+            for ext in ("jpg", "bmp"):
+                name = f"{kind}-{model.name}.{ext}"
+                if name in resource_names:
+                    values[code] = f"{base_url}/{name}"
+                    break
+    if model.web_logo and WEB_LOGO in resource_names:
+        values[WEB_LOGO_URL] = f"{base_url}/{WEB_LOGO}"
+    return values
+
+
+def check_files(snapshot: Snapshot) -> list[Problem]:
+    """Every resource or firmware problem a phone would meet, one Problem each."""
+    problems: list[Problem] = []
+    files = snapshot.files
+    if not files.is_dir():
+        return problems
+    for folder, dirs, names in os.walk(files):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(folder) / name
+            rel = f"files/{path.relative_to(files)}"
+            problems += _check_file(path, rel, name)
+    problems += _firmware_problems(snapshot)
+    return problems
+
+
+def _check_file(path: Path, rel: str, name: str) -> list[Problem]:
+    ring = RING.match(name)
+    if ring and not 4 <= int(ring[1]) <= 8:
+        return [Problem(rel, 0, "phones take ring4.bin to ring8.bin only (ring1-3 are built in)")]
+    if LANGUAGE_LIKE.match(name) and name not in language_files():
+        return [Problem(rel, 0, "not a language file name the phone takes (see the README for the list)")]
+    match = MODEL_IMAGE.match(name)
+    if match:
+        return _check_model_image(path, rel, name, match)
+    if name.lower() == WEB_LOGO:
+        return _check_image(path, rel, "jpg", WEB_LOGO_SIZE, WEB_LOGO_MAX_BYTES, "the web logo")
+    if GENERIC_IMAGE.match(name):
+        return [Problem(rel, 0, "name it wallpaper-<MODEL>.jpg or screensaver-<MODEL>.jpg (.bmp) so htekd knows "
+                        "which models take it; a generic name is not given to phones", "warning")]
+    return []
+
+
+def _check_model_image(path: Path, rel: str, name: str, match: re.Match) -> list[Problem]:
+    model = models().get(match["model"])
+    if model is None:
+        return [Problem(rel, 0, f"unknown model {match['model']!r} in the name")]
+    if model.wallpaper is None:
+        return [Problem(rel, 0, f"{model.name} takes no {match['kind']} (only UC923, UC924, UC924E, UC926, UC926E do)")]
+    kind, ext = match["kind"].lower(), match["ext"].lower()
+    if name != f"{kind}-{model.name}.{ext}":
+        return [Problem(rel, 0, f"name it {kind}-{model.name}.{ext} exactly")]
+    return _check_image(path, rel, ext, model.wallpaper, IMAGE_MAX_BYTES, f"a {model.name} {kind}")
+
+
+def _check_image(path: Path, rel: str, ext: str, size: tuple[int, int], max_bytes: int, what: str) -> list[Problem]:
+    try:
+        length = path.stat().st_size
+        info = image_size(_read_head(path))
+    except OSError as exc:
+        return [Problem(rel, 0, f"cannot read: {exc.strerror}")]
+    problems = []
+    if length > max_bytes:
+        problems.append(Problem(rel, 0, f"{length} bytes: {what} must be at most {max_bytes // 1024} KB"))
+    if info is None:
+        problems.append(Problem(rel, 0, f"not a {ext.upper()} image"))
+    elif info[0] != ext:
+        problems.append(Problem(rel, 0, f"a {info[0].upper()} image named .{ext}"))
+    elif (info[1], info[2]) != size:
+        problems.append(Problem(rel, 0, f"{info[1]}x{info[2]}: {what} must be {size[0]}x{size[1]}"))
+    return problems
+
+
+def _firmware_problems(snapshot: Snapshot) -> list[Problem]:
+    problems = []
+    in_use = sorted({phone.model for phone in snapshot.phones.values() if phone.model})
+    for name in in_use:
+        model = models().get(name)
+        if model and model.firmware and model.firmware not in snapshot.resource_names:
+            problems.append(Problem("files", 0, f"no {model.firmware} for the {name} phones in phones.csv: "
+                                    "they keep the firmware they have", "warning"))
+    return problems
