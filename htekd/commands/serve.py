@@ -1,0 +1,31 @@
+"""`htekd serve`: run the provisioning daemon in the foreground (systemd starts it this way)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from htekd.config import DEFAULT_CONFIG
+
+HELP = "Run the daemon: every enabled listener over the content tree, until SIGTERM."
+
+EPILOG = """\
+Events go to standard error as "htekd: ..." lines; "htekd: ready" follows once every listener
+is bound (and READY=1 goes to systemd when NOTIFY_SOCKET is set). Requests go to the config's
+`log` destination. Signals: SIGHUP reloads the config and the content tree (a broken edit keeps
+the last good state) and reopens the request log file; SIGTERM or SIGINT stops.
+Exit status: 0 after a clean stop, 1 when the config, the content tree or a listener fails.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
+                        help=f"the configuration file (default {DEFAULT_CONFIG})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from htekd.daemon import serve
+
+    return serve(args.config)

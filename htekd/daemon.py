@@ -1,0 +1,252 @@
+"""`htekd serve`: every enabled listener around one resolver, on Twisted's reactor.
+
+Events go to stderr as "htekd: ..." lines (journald under systemd); requests go to the request
+log. SIGHUP reloads configuration and content off the reactor thread; SIGTERM/SIGINT stop cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from htekd.config import Config, ConfigError, load
+from htekd.listeners import ListenError
+from htekd.requestlog import RequestLog
+from htekd.resolver import Resolver
+from htekd.state import PhoneStore, StateError
+from htekd.tree import TreeError
+
+LISTENERS = ("tftp", "ftp", "http", "https")
+
+
+def say(message: str) -> None:
+    """One daemon event line on stderr."""
+    print(f"htekd: {message}", file=sys.stderr, flush=True)
+
+
+def notify_systemd(*fields: str) -> None:
+    """sd_notify(3): one datagram to $NOTIFY_SOCKET ("@name" = abstract namespace); no-op without it."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    elif not address.startswith("/"):
+        say(f"cannot notify systemd: unsupported NOTIFY_SOCKET {address!r}")
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as channel:
+            channel.connect(address)
+            channel.sendall("\n".join(fields).encode())
+    except OSError as exc:
+        say(f"cannot notify systemd at {os.environ['NOTIFY_SOCKET']}: {exc.strerror or exc}")
+
+
+def _monotonic_usec() -> str:
+    return f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+
+
+def _secrets(config: Config) -> tuple[str, ...]:
+    # Short values would blank out ordinary text; keys and passwords that short are no secret anyway.
+    return tuple(value for value in (config.server.aes_key, config.ftp.password) if len(value) >= 4)
+
+
+def _phone_count(resolver: Resolver) -> str:
+    count = len(resolver.snapshot.phones)
+    return f"{count} phone" if count == 1 else f"{count} phones"
+
+
+def _log_twisted_problems() -> None:
+    """Route Twisted's own warnings and errors (e.g. an unhandled error in a listener) to stderr."""
+    from twisted.logger import LogLevel, formatEvent, globalLogBeginner
+
+    def observer(event: dict) -> None:
+        if event.get("log_level", LogLevel.info) < LogLevel.warn:
+            return
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text = f"{text}\n{failure.getTraceback()}"
+        for line in text.rstrip().splitlines():
+            say(line)
+
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+@dataclasses.dataclass
+class Daemon:
+    """The running daemon: what it started, and how it reloads and stops."""
+
+    config: Config
+    resolver: Resolver
+    log: RequestLog
+    store: PhoneStore
+    reactor: object
+    ports: list = dataclasses.field(default_factory=list)  # IListeningPort of TFTP, HTTP, HTTPS
+    ftp: object = None  # FtpListener
+    reloading: bool = False
+    reload_again: bool = False
+
+    def start_listeners(self) -> None:
+        """Bind every enabled listener; on any failure stop what was started and raise."""
+        from htekd.listeners import ftp, http, tftp
+
+        config = self.config
+        try:
+            if config.tftp.enabled:
+                self.ports += tftp.listen(self.reactor, config.tftp, self.resolver, self.log)
+            if config.ftp.enabled:
+                listener = ftp.FtpListener(config.ftp, self.resolver, self.log)
+                listener.start()
+                self.ftp = listener
+            if config.http.enabled:
+                self.ports += http.listen(self.reactor, config.http, self.resolver, self.log, tls=False)
+            if config.https.enabled:
+                self.ports += http.listen(self.reactor, config.https, self.resolver, self.log, tls=True)
+        except BaseException:
+            self.stop_listeners_now()
+            raise
+
+    def stop_listeners_now(self) -> None:
+        for port in self.ports:
+            port.stopListening()
+        self.ports = []
+        if self.ftp is not None:
+            self.ftp.stop()
+            self.ftp = None
+
+    def announce(self) -> None:
+        for protocol in LISTENERS:
+            section = getattr(self.config, protocol)
+            if section.enabled:
+                for address in section.listen:
+                    say(f"listening {protocol} {address}")
+        say("ready")
+        notify_systemd("READY=1", f"STATUS=serving {self.config.server.root}")
+
+    # -- SIGHUP ------------------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """Reactor thread. One reload at a time; a SIGHUP during one runs one more afterwards."""
+        if self.reloading:
+            self.reload_again = True
+            return
+        from twisted.internet.threads import deferToThread
+
+        self.reloading = True
+        notify_systemd("RELOADING=1", _monotonic_usec())
+        deferred = deferToThread(self._reload)
+        deferred.addErrback(self._reload_crashed)
+        deferred.addCallback(self._reloaded)
+
+    def _reload(self) -> str:
+        """Worker thread: re-read the file, swap in the new snapshot, reopen the request log."""
+        try:
+            config = load(self.config.source)
+            self.resolver.reload(config)
+        except (ConfigError, TreeError) as exc:  # a broken edit: the last good state keeps serving
+            # logrotate sent this SIGHUP perhaps: the log file is reopened all the same.
+            return f"reload failed: {_one_line(exc)}{self._reopen_log(self.log.destination, None)}"
+        notes = self._reopen_log(config.server.log, config.server.log_format)
+        self.log.secrets = _secrets(config)
+        restart = [f"[{name}]" for name in LISTENERS if getattr(config, name) != getattr(self.config, name)]
+        if config.server.state_dir != self.config.server.state_dir:
+            restart.append("[htekd] state_dir")
+        # Listener settings stay as started; keep comparing against those until a restart.
+        self.config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in LISTENERS})
+        if restart:
+            notes += f"; restart htekd to apply {', '.join(restart)}"
+        return f"reloaded ({_phone_count(self.resolver)}){notes}"
+
+    def _reopen_log(self, destination: str, fmt: str | None) -> str:
+        """Reopen the request log; "" or a note for the reload line when that fails."""
+        try:
+            self.log.reopen(destination, fmt)
+        except OSError as exc:
+            return f"; request log {destination}: {exc.strerror}, still writing to {self.log.destination}"
+        return ""
+
+    def _reload_crashed(self, failure) -> str:
+        """A bug, not a broken edit: the traceback goes to stderr, the daemon keeps serving."""
+        for line in failure.getTraceback().rstrip().splitlines():
+            say(line)
+        return f"reload failed: {_one_line(failure.value)}"
+
+    def _reloaded(self, message: str) -> None:
+        say(message)
+        notify_systemd("READY=1", f"STATUS={message}")
+        self.reloading = False
+        if self.reload_again:
+            self.reload_again = False
+            self.request_reload()
+
+    # -- SIGTERM / SIGINT --------------------------------------------------------------------------
+    def shutting_down(self):
+        """Before reactor shutdown: stop accepting; transfers in flight end with the reactor."""
+        from twisted.internet.defer import DeferredList
+        from twisted.internet.threads import deferToThread
+
+        notify_systemd("STOPPING=1")
+        say("stopping")
+        waits = [port.stopListening() for port in self.ports]
+        self.ports = []
+        if self.ftp is not None:
+            waits.append(deferToThread(self.ftp.stop))
+            self.ftp = None
+        return DeferredList([wait for wait in waits if wait is not None], consumeErrors=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def serve(config_path: Path | str) -> int:
+    try:
+        config = load(config_path)
+        resolver = Resolver.from_config(config)
+    except (ConfigError, TreeError) as exc:
+        say(_one_line(exc))
+        return 1
+
+    try:
+        log = RequestLog.open(config.server.log, config.server.log_format)
+    except OSError as exc:
+        say(f"{config.source}: [htekd] log: cannot open {config.server.log}: {exc.strerror}")
+        return 1
+    log.secrets = _secrets(config)
+    try:
+        store = PhoneStore(config.server.state_dir)
+    except StateError as exc:
+        log.close()
+        say(str(exc))
+        return 1
+    log.observers.append(store.observe)
+
+    from twisted.internet import reactor
+
+    _log_twisted_problems()
+    daemon = Daemon(config, resolver, log, store, reactor)
+    # Installed before binding so an early SIGHUP queues a reload instead of killing the process.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.request_reload))
+    try:
+        daemon.start_listeners()
+    except Exception as exc:  # a port in use, an unreadable certificate...: one line, nothing left running
+        say(_one_line(exc) if isinstance(exc, ListenError) else f"cannot start listeners: {_one_line(exc)}")
+        _close(store, log)
+        return 1
+
+    reactor.addSystemEventTrigger("before", "shutdown", daemon.shutting_down)
+    reactor.callWhenRunning(daemon.announce)
+    reactor.run()
+    _close(store, log)
+    say("stopped")
+    return 0
+
+
+def _close(store: PhoneStore, log: RequestLog) -> None:
+    store.close()
+    log.close()

@@ -1,0 +1,205 @@
+"""Phones seen and learned device codes, kept in SQLite in the state folder across restarts.
+
+The daemon feeds PhoneStore.observe from the request log; a writer thread batches the rows so a
+request never waits for the disk. Readers (`htekd phones`) open the database read-only, which
+WAL mode allows while the daemon writes.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from htekd.requestlog import RequestRecord
+from htekd.resolution import Client
+
+DATABASE = "phones.sqlite"
+# Rows waiting for the writer; beyond this (a disk that stalls for minutes) new rows are dropped.
+QUEUE_LIMIT = 100_000
+# The writer waits this long for more rows before a commit, so a burst becomes one transaction.
+BATCH_WINDOW = 0.2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS phones (
+    mac TEXT PRIMARY KEY,
+    model TEXT,
+    devcode TEXT,
+    firmware TEXT,
+    address TEXT,
+    protocol TEXT,
+    last_file TEXT,
+    outcome TEXT,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS devcodes (
+    devcode TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+"""
+
+# Facts a request did not carry keep their last known value.
+UPSERT_PHONE = """
+INSERT INTO phones (mac, model, devcode, firmware, address, protocol, last_file, outcome,
+                    first_seen, last_seen, requests)
+VALUES (:mac, :model, :devcode, :firmware, :address, :protocol, :name, :outcome, :time, :time, 1)
+ON CONFLICT (mac) DO UPDATE SET
+    model = COALESCE(excluded.model, model),
+    devcode = COALESCE(excluded.devcode, devcode),
+    firmware = COALESCE(excluded.firmware, firmware),
+    address = excluded.address,
+    protocol = excluded.protocol,
+    last_file = excluded.last_file,
+    outcome = excluded.outcome,
+    last_seen = MAX(last_seen, excluded.last_seen),
+    requests = requests + 1
+"""
+
+UPSERT_DEVCODE = """
+INSERT INTO devcodes (devcode, model, first_seen, last_seen) VALUES (:devcode, :model, :time, :time)
+ON CONFLICT (devcode) DO UPDATE SET model = excluded.model, last_seen = MAX(last_seen, excluded.last_seen)
+"""
+
+
+class StateError(Exception):
+    """The state folder or database cannot be used; str() is one line naming the path."""
+
+
+@dataclass(frozen=True)
+class PhoneSeen:
+    mac: str
+    model: str | None
+    devcode: str | None
+    firmware: str | None
+    address: str | None
+    protocol: str | None
+    last_file: str | None
+    outcome: str | None
+    first_seen: float
+    last_seen: float
+    requests: int
+
+
+@dataclass(frozen=True)
+class LearnedDevcode:
+    devcode: str
+    model: str
+    first_seen: float
+    last_seen: float
+
+
+def database_path(state_dir: Path) -> Path:
+    return Path(state_dir) / DATABASE
+
+
+class PhoneStore:
+    """The daemon's writer: observe() queues, a thread commits in batches, close() flushes."""
+
+    def __init__(self, state_dir: Path):
+        self.path = database_path(state_dir)
+        try:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state folder {state_dir}: {exc.strerror}") from None
+        try:
+            connection = sqlite3.connect(self.path, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open {self.path}: {exc}") from None
+        self._connection = connection
+        self._queue: queue.Queue[dict | None] = queue.Queue(QUEUE_LIMIT)
+        self._dropped = 0
+        self._failing = False
+        self._writer = threading.Thread(target=self._write_loop, name="htekd-state", daemon=True)
+        self._writer.start()
+
+    def observe(self, record: RequestRecord, client: Client) -> None:
+        """RequestLog observer: remembers the phone behind a request. Never blocks, never raises."""
+        if not record.mac and not (record.devcode and record.model):
+            return
+        row = {
+            "mac": record.mac,
+            "model": record.model,
+            "devcode": record.devcode,
+            "firmware": record.firmware,
+            "address": record.address,
+            "protocol": record.protocol,
+            "name": record.name,
+            "outcome": record.outcome,
+            "time": record.time,
+        }
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self._dropped += 1
+
+    def close(self) -> None:
+        """Write what is queued and close the database."""
+        self._queue.put(None)
+        self._writer.join()
+        self._connection.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            # Gather what arrives within the batch window into the same transaction.
+            while batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get(timeout=BATCH_WINDOW))
+                except queue.Empty:
+                    break
+            rows = [row for row in batch if row is not None]
+            if rows:
+                self._commit(rows)
+            if batch[-1] is None:
+                return
+
+    def _commit(self, rows: list[dict]) -> None:
+        try:
+            with self._connection:
+                self._connection.executemany(UPSERT_PHONE, [row for row in rows if row["mac"]])
+                self._connection.executemany(UPSERT_DEVCODE, [row for row in rows if row["devcode"] and row["model"]])
+        except sqlite3.Error as exc:
+            if not self._failing:
+                print(f"htekd: phones seen: cannot write {self.path}: {exc}", file=sys.stderr, flush=True)
+            self._failing = True
+            return
+        if self._failing:
+            print(f"htekd: phones seen: writing {self.path} again", file=sys.stderr, flush=True)
+        self._failing = False
+        if self._dropped:
+            print(f"htekd: phones seen: {self._dropped} requests not recorded (writer too slow)", file=sys.stderr, flush=True)
+            self._dropped = 0
+
+
+def read(state_dir: Path) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
+    """Phones seen (most recent first) and learned device codes, from a read-only connection.
+
+    Raises StateError when there is a database that cannot be read; no database means nothing seen."""
+    path = database_path(state_dir)
+    if not path.exists():
+        return [], []
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            phones = [PhoneSeen(*row) for row in connection.execute(
+                "SELECT mac, model, devcode, firmware, address, protocol, last_file, outcome,"
+                " first_seen, last_seen, requests FROM phones ORDER BY last_seen DESC, mac"
+            )]
+            devcodes = [LearnedDevcode(*row) for row in connection.execute(
+                "SELECT devcode, model, first_seen, last_seen FROM devcodes ORDER BY devcode"
+            )]
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read {path}: {exc}") from None
+    return phones, devcodes
