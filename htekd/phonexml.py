@@ -59,6 +59,8 @@ def parse(data: bytes) -> list[Setting]:
         line = exc.lineno or 1
         message = str(exc.msg or exc).split(", line ")[0]
         raise PhoneXmlError(line, f"malformed XML: {message}") from None
+    if root.getroottree().docinfo.doctype:  # declared in an encoding the byte check above cannot see (UTF-16)
+        raise PhoneXmlError(1, "DOCTYPE and entity declarations are not allowed")
     if root.tag != "hl_provision":
         raise PhoneXmlError(root.sourceline or 1, f"expected <hl_provision> as the root element, found <{root.tag}>")
     settings: list[Setting] = []

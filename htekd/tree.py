@@ -31,6 +31,8 @@ FACTS = (
 # Facts that only a phone's own file has; a value using one is left out of model-wide files.
 PHONE_FACTS = {"mac", "mac_colons", "group"}
 _GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+# Characters XML 1.0 cannot carry: a file holding one is unreadable for the phone.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def normalise_mac(text: str) -> str | None:
@@ -49,7 +51,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.severity}: {self.message}"
+        # One line per problem, whatever a file name or a quoted value holds.
+        return f"{where}: {self.severity}: {self.message}".replace("\r", "\\r").replace("\n", "\\n")
 
 
 class TreeError(Exception):
@@ -147,10 +150,9 @@ class _Loader:
 
     def value(self, file: str, line: int, code: str, text: str) -> Value:
         used = frozenset(PLACEHOLDER.findall(text))
-        if not used:
-            problem = catalog().check(code, text)
-            if problem:
-                self.error(file, line, f"{code}: {problem}")
+        problem = (catalog().check(code, text) if not used else None) or _not_xml(text)
+        if problem:
+            self.error(file, line, f"{code}: {problem}")
         return Value(text, f"{file}:{line}", used)
 
     def layer_dir(self, folder: str, kind: str) -> dict[str, Layer]:
@@ -275,6 +277,9 @@ class _Loader:
             cell = cells[index]
             if key == "":
                 variables[header[index]] = cell
+                problem = _not_xml(cell)
+                if problem:
+                    self.error(file, line, f"column {header[index]!r}: {problem}")
             elif cell != "":
                 values[key] = self.value(file, line, key, cell)
         aes_key = by_key.get("aes_key", "")
@@ -287,6 +292,11 @@ class _Loader:
                 self.error(file, line, f"aes_key: {exc}")
                 aes_key = ""
         return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key)
+
+
+def _not_xml(text: str) -> str | None:
+    match = _NOT_XML.search(text)
+    return f"character U+{ord(match.group()):04X} cannot be written in the phone's XML" if match else None
 
 
 def _trailing_newlines(row: list[str]) -> int:

@@ -1,0 +1,94 @@
+"""htekd.conf: what a valid file gives, and the one-line error every mistake gets (file, section, key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contenttree import make_site
+from htekd.config import Address, ConfigError, load
+
+
+def write_conf(folder: Path, text: str) -> Path:
+    path = folder / "htekd.conf"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = "[htekd]\nroot = root\nserver_url = http://192.168.0.10\n"
+
+
+def test_minimal_file_gets_the_documented_defaults(tmp_path):
+    config = load(write_conf(tmp_path, MINIMAL))
+    assert config.server.root == (tmp_path / "root").resolve()  # relative to the file's folder
+    assert config.server.unknown_phones == "default"
+    assert config.server.log == "-" and config.server.log_format == "text"
+    assert config.tftp.enabled and config.ftp.enabled and config.http.enabled and not config.https.enabled
+    assert config.tftp.listen == (Address("0.0.0.0", 69),)
+    assert config.ftp.passive_ports == (50000, 50100)
+    assert config.public_url("http") == "http://192.168.0.10"
+    assert config.public_url("tftp") == "tftp://192.168.0.10"
+
+
+def test_listen_addresses_ipv6_and_several(tmp_path):
+    config = load(write_conf(tmp_path, MINIMAL + "[tftp]\nlisten = 127.0.0.1:6969 [::1]:6969\n"))
+    assert config.tftp.listen == (Address("127.0.0.1", 6969), Address("::1", 6969))
+    assert [str(a) for a in config.tftp.listen] == ["127.0.0.1:6969", "[::1]:6969"]
+    assert config.public_url("tftp") == "tftp://192.168.0.10:6969"
+
+
+def test_path_prefix_of_server_url(tmp_path):
+    conf = make_site(tmp_path, server_url="http://127.0.0.1:8080/htek/cfg/")
+    config = load(conf)
+    assert config.server.path_prefix == "htek/cfg"
+    assert config.server.server_host == "127.0.0.1"
+    assert config.public_url("http") == "http://127.0.0.1:8080/htek/cfg"
+    assert config.public_url("tftp") == "tftp://127.0.0.1:6969/htek/cfg"
+
+
+BAD = [
+    # (file text, section, key, words in the message)
+    (MINIMAL + "[tftp]\nlisten = nonsense\n", "tftp", "listen", "nonsense"),
+    (MINIMAL + "[tftp]\nlisten = 127.0.0.1:99999\n", "tftp", "listen", "99999"),
+    (MINIMAL + "[http]\nlisten = example.com:80\n", "http", "listen", "not an IP address"),
+    (MINIMAL + "colour = blue\n", "htekd", "colour", "unknown key"),
+    (MINIMAL + "[ftp]\nlisten = 127.0.0.1:21\nspeed = 9\n", "ftp", "speed", "unknown key"),
+    (MINIMAL + "unknown_phones = maybe\n", "htekd", "unknown_phones", "default, deny"),
+    (MINIMAL + "log_format = xml\n", "htekd", "log_format", "text, json"),
+    (MINIMAL + "[tftp]\nenabled = perhaps\n", "tftp", "enabled", "yes or no"),
+    (MINIMAL + "[tftp]\ntimeout = soon\n", "tftp", "timeout", "number"),
+    (MINIMAL + "[ftp]\npassive_ports = 50100-50000\n", "ftp", "passive_ports", "range"),
+    (MINIMAL + "[ftp]\nuser = admin\n", "ftp", "password", "together"),
+    (MINIMAL + "[https]\nenabled = yes\ncertificate = missing.pem\n", "https", "certificate", "does not exist"),
+    (MINIMAL + "aes_key = not-hex\n", "htekd", "aes_key", ""),
+    (MINIMAL + "encrypt = everything\n", "htekd", "encrypt", "phone"),
+    ("[htekd]\nroot = root\nserver_url = 192.168.0.10\n", "htekd", "server_url", "URL"),
+    ("[htekd]\nserver_url = http://192.168.0.10\n", "htekd", "root", "required"),
+    (MINIMAL + "[gopher]\nlisten = 1.2.3.4:70\n", "gopher", None, "unknown section"),
+]
+
+
+@pytest.mark.parametrize("text,section,key,words", BAD, ids=[f"{s}-{k}" for _, s, k, _ in BAD])
+def test_bad_value_names_file_section_and_key(tmp_path, text, section, key, words):
+    path = write_conf(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: [{section}]" + (f" {key}:" if key else ":"))
+    assert words in message
+
+
+def test_missing_file_and_unparsable_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path / "nope.conf")
+    assert str(caught.value) == f"{tmp_path / 'nope.conf'}: cannot read: No such file or directory"
+    path = write_conf(tmp_path, "root = outside any section\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+    path.write_bytes(b"[htekd]\nroot = \xff\xfe\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value).startswith(f"{path}: ")
