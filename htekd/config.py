@@ -43,6 +43,7 @@ class ServerConfig:
     log_format: str  # "text" | "json"
     aes_key: str = ""  # default key for phone files; "" = no encryption
     encrypt: tuple[str, ...] = ("phone",)  # which generated files a key applies to
+    aes_key_in_model_file: bool = False  # bootstrap: hand aes_key to phones in clear in cfg<devcode>.xml
 
     @property
     def path_prefix(self) -> str:
@@ -112,7 +113,8 @@ class Config:
 
 
 _SECTIONS = {
-    "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt"},
+    "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
+              "aes_key_in_model_file"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout"},
@@ -223,7 +225,13 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         log_format=read.choice("htekd", "log_format", "text", ("text", "json")),
         aes_key=read.get("htekd", "aes_key", ""),
         encrypt=encrypt,
+        aes_key_in_model_file=read.boolean("htekd", "aes_key_in_model_file", False),
     )
+    if server.aes_key_in_model_file and not server.aes_key:
+        raise read.error("htekd", "aes_key_in_model_file", "needs aes_key")
+    if server.aes_key_in_model_file and "model" in server.encrypt:
+        raise read.error("htekd", "aes_key_in_model_file", "cfg<devcode>.xml cannot carry the key it is encrypted with "
+                         "(remove model from encrypt)")
     if server.aes_key:
         from htekd.aes import InvalidKey, parse_key
 

@@ -15,6 +15,8 @@ UPGRADE_MODE = {"tftp": "0", "http": "1", "https": "3"}
 CONFIG_SERVER_PATH = "P237"
 FIRMWARE_SERVER_PATH = "P192"
 UPGRADE_MODE_CODE = "P212"
+AUTHENTICATE_CFG_FILE = "P240"  # the phone expects cfg<mac>.xml encrypted
+COMMON_AES_KEY = "P8631"
 # Resource URL parameters filled in when the file is present under files/ (seed section 6).
 RESOURCE_URLS = {"P20175": "Language.tar", "P20176": "hlpres.tar", "P20177": "exp_pres.tar"}
 RING_URL = "P20174"  # a folder: the phone fetches ring4.bin .. ring8.bin from it

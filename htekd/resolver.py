@@ -262,8 +262,16 @@ class Resolver:
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         facts = render.model_wide_facts(self._facts(state, protocol, model, devcode))
-        content = render.render(render.merge(layers), self._defaults(state, protocol, model), facts)
-        return self._encrypt(state, content, state.config.server.aes_key if "model" in state.config.server.encrypt else "")
+        server = state.config.server
+        # Every phone, known or not, may fetch a model file: passwords and keys go in phone files only,
+        # except the AES key when the administrator asks for that bootstrap explicitly.
+        cat = catalog()
+        values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
+        defaults = self._defaults(state, protocol, model)
+        if server.aes_key_in_model_file:
+            defaults.update({render.AUTHENTICATE_CFG_FILE: "1", render.COMMON_AES_KEY: server.aes_key})
+        content = render.render(values, defaults, facts)
+        return self._encrypt(state, content, server.aes_key if "model" in server.encrypt else "")
 
     def _render_unknown(self, state: _State, mac: str, model: str | None, protocol: str) -> bytes:
         snapshot = state.snapshot

@@ -246,29 +246,29 @@ def raw_paras(data: bytes) -> dict[str, str]:
 def test_real_3582_parameter_configuration_round_trip(tmp_path):
     original = REAL_CONFIG.read_bytes()
     assert b"&copy;" in original and original.count(b"<P5008 ") == 2  # the quirks are there
-    make_site(tmp_path, common=original)
+    make_site(tmp_path, common=original, csv="mac,model\n001fc1000001,UC924\n")
     snapshot, problems = tree.load(tmp_path / "root")
     assert [str(p) for p in problems if p.severity == "error"] == []  # factory values pass every rule
     resolver = resolver_for(tmp_path / "htekd.conf")
+    from htekd.catalog import catalog
 
-    for name in ("cfg0012.xml", "cfg001fc10000ff.xml"):
+    before = {s.code: s.value for s in phonexml.parse(original)}
+    assert len(before) == 3582
+    secrets = {code for code in before if catalog().is_secret(code)}
+    assert secrets
+    for name in ("cfg001fc1000001.xml", "cfg0012.xml", "cfg001fc10000ff.xml"):
         data = resolver.resolve(name, client("http")).content
-        before = {s.code: s.value for s in phonexml.parse(original)}
         after_settings = phonexml.parse(data)
         after = {s.code: s.value for s in after_settings}
-        assert len(before) == 3582
-        if name == "cfg0012.xml":
-            assert len(after_settings) == len(after) == 3582  # each once
+        if name == "cfg001fc1000001.xml":  # a phone of the inventory gets every parameter, each once
+            assert len(after_settings) == len(after) == 3582
             assert after == before
-        else:  # an unknown phone gets everything but passwords and keys
-            from htekd.catalog import catalog
-
-            secrets = {code for code in before if catalog().is_secret(code)}
-            assert secrets and set(after) == set(before) - secrets
+        else:  # model files and unknown phones get everything but passwords and keys
+            assert set(after) == set(before) - secrets
             assert after == {code: value for code, value in before.items() if code not in secrets}
     assert after["P8685"].startswith("Copyright © ")
 
-    data = resolver.resolve("cfg0012.xml", client("http")).content
+    data = resolver.resolve("cfg001fc1000001.xml", client("http")).content
     assert raw_paras(data) == raw_paras(original)
     original_comments = {line.strip() for line in original.decode("utf-8").splitlines() if line.strip().startswith("<!--")}
     rendered_comments = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip().startswith("<!--")]

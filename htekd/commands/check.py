@@ -12,7 +12,6 @@ from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
 from htekd.resources import check_files
 
 HELP = "validate the configuration, the content tree and every parameter value (like nginx -t)"
-AES_KEY = "P8631"
 
 
 def add_arguments(parser, name: str) -> None:
@@ -54,13 +53,9 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
                 shown = repr(value.value) if value.value else "blank"  # repr: a value never breaks the line
                 problems.append(tree.Problem(file, int(line), f"{code} points away from this server ({shown}): "
                                              "phones will stop asking htekd; remove it to let htekd fill it in", "warning"))
-    model_wide = [snapshot.common, *snapshot.models.values()]
-    if "model" not in config.server.encrypt:
-        for layer in model_wide:
-            if layer.values.get(AES_KEY) and layer.values[AES_KEY].value:
-                file, _, line = layer.values[AES_KEY].source.rpartition(":")
-                problems.append(tree.Problem(file, int(line), f"{AES_KEY} (the AES key) travels in clear in cfg<devcode>.xml: "
-                                             "set it over a trusted channel instead (see README)", "warning"))
+    if config.server.aes_key_in_model_file:
+        problems.append(tree.Problem(str(config.source), 0, "[htekd] aes_key_in_model_file: the AES key travels in clear "
+                                     "in every cfg<devcode>.xml; turn it off once the phones have it", "warning"))
     return problems
 
 
