@@ -1,1 +1,1 @@
-"""One module per `htekd` command: HELP, add_arguments(parser, name), run(args) -> exit status."""
+"""One module per `htekd` command: add_arguments(parser, name) and run(args) -> exit status; see htekd.cli."""

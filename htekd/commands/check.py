@@ -11,7 +11,6 @@ from htekd.models import models
 from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
 from htekd.resources import check_files
 
-HELP = "validate the configuration, the content tree and every parameter value (like nginx -t)"
 
 
 def add_arguments(parser, name: str) -> None:

@@ -18,10 +18,6 @@ from htekd.cli import CommandError
 
 KEY_ENVIRONMENT = "HTEKD_AES_KEY"
 
-HELP = {
-    "encrypt": "Encrypt a file with AES-128-CBC the way Htek phones decrypt it.",
-    "decrypt": "Decrypt a file encrypted with AES-128-CBC for Htek phones.",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:

@@ -7,7 +7,6 @@ import json
 
 from htekd.models import Model, models
 
-HELP = "list phone models, device codes and firmware file names"
 UNKNOWN = "unknown"
 
 

@@ -12,7 +12,6 @@ from htekd.cli import CommandError
 from htekd.config import DEFAULT_CONFIG, ConfigError, load
 from htekd.state import StateError, read
 
-HELP = "List the phones seen (MAC, model, firmware, address, last file, outcome, last seen)."
 
 PHONE_COLUMNS = (
     ("MAC", "mac"), ("MODEL", "model"), ("FIRMWARE", "firmware"), ("ADDRESS", "address"),

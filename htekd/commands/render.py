@@ -7,7 +7,6 @@ import sys
 from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument, load_resolver
 
-HELP = "print exactly what a phone would get for cfg<mac>.xml or cfg<devcode>.xml"
 
 
 def add_arguments(parser, name: str) -> None:

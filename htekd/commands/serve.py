@@ -7,7 +7,6 @@ from pathlib import Path
 
 from htekd.config import DEFAULT_CONFIG
 
-HELP = "Run the daemon: every enabled listener over the content tree, until SIGTERM."
 
 EPILOG = """\
 Events go to standard error as "htekd: ..." lines; "htekd: ready" follows once every listener
