@@ -90,6 +90,29 @@ class HttpsConfig:
     timeout: float = 60.0
 
 
+ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    allow: tuple = ANYWHERE  # networks served at all
+    phone_files: tuple = ANYWHERE  # networks that may have cfg<mac>.xml (they also need `allow`)
+    user_agent_mac: str = "check"  # check: a User-Agent naming a MAC gets only that phone's file | ignore
+    without_mac: str = "allow"  # HTTP(S) phone-file requests whose User-Agent names no MAC: allow | deny
+    throttle: int = 20  # unknown or denied phone files per address per window; 0 = off
+    throttle_window: float = 60.0
+    throttle_penalty: float = 600.0  # seconds an address over the limit is refused everything
+
+    def allows(self, networks: tuple, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in networks if network.version == ip.version)
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path
@@ -98,6 +121,7 @@ class Config:
     ftp: FtpConfig
     http: HttpConfig
     https: HttpsConfig
+    access: AccessConfig = AccessConfig()
 
     def public_url(self, protocol: str) -> str:
         """Base URL (no trailing slash) a phone uses to reach this server over `protocol`."""
@@ -119,6 +143,7 @@ _SECTIONS = {
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout"},
     "https": {"enabled", "listen", "certificate", "private_key", "timeout"},
+    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
 }
 
 _DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
@@ -172,6 +197,15 @@ class _Reader:
     def addresses(self, section: str) -> tuple[Address, ...]:
         raw = self.get(section, "listen", _DEFAULT_LISTEN[section])
         return tuple(self._address(section, item) for item in raw.split())
+
+    def networks(self, section: str, key: str, default: str) -> tuple:
+        networks = []
+        for item in self.get(section, key, default).split():
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise self.error(section, key, f"{item!r} is not a network such as 192.168.0.0/24 or fd00::/8") from None
+        return tuple(networks)
 
     def _address(self, section: str, item: str) -> Address:
         if item.startswith("["):
@@ -287,4 +321,18 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             private_key=private_key,
             timeout=read.number("https", "timeout", 60.0, 1.0, 3600.0),
         ),
+        access=_access(read),
+    )
+
+
+def _access(read: _Reader) -> AccessConfig:
+    allow = read.networks("access", "allow", "0.0.0.0/0 ::/0")
+    return AccessConfig(
+        allow=allow,
+        phone_files=read.networks("access", "phone_files", " ".join(str(n) for n in allow)),
+        user_agent_mac=read.choice("access", "user_agent_mac", "check", ("check", "ignore")),
+        without_mac=read.choice("access", "without_mac", "allow", ("allow", "deny")),
+        throttle=read.number("access", "throttle", 20, 0, 100000, int),
+        throttle_window=read.number("access", "throttle_window", 60.0, 1.0, 86400.0),
+        throttle_penalty=read.number("access", "throttle_penalty", 600.0, 1.0, 604800.0),
     )

@@ -23,6 +23,7 @@ from htekd.catalog import catalog
 from htekd.config import Config
 from htekd.models import models
 from htekd.resolution import Client, Entry, Kind, Resolution, Status
+from htekd.throttle import Throttle
 
 USER_AGENT = re.compile(
     r"\AHtek\s+(?P<model>[A-Za-z0-9][A-Za-z0-9_-]*)\s+(?P<firmware>[0-9][0-9A-Za-z._-]*)"
@@ -59,8 +60,8 @@ def parse_user_agent(text: str) -> UserAgent:
 
 
 class _Refused(Exception):
-    def __init__(self, status: Status, reason: str):
-        self.status, self.reason = status, reason
+    def __init__(self, status: Status, reason: str, kind: Kind = Kind.NONE):
+        self.status, self.reason, self.kind = status, reason, kind
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Resolver:
     def __init__(self, config: Config, snapshot: tree.Snapshot):
         self._state = _State(config, snapshot)
         self._reload_lock = threading.Lock()
+        access = config.access
+        self._throttle = Throttle(access.throttle, access.throttle_window, access.throttle_penalty)
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
@@ -93,6 +96,8 @@ class Resolver:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
             snapshot = tree.load_strict(config.server.root)
+            access = config.access
+            self._throttle.configure(access.throttle, access.throttle_window, access.throttle_penalty)
             self._state = _State(config, snapshot)
 
     # -- names -----------------------------------------------------------------------------
@@ -132,6 +137,23 @@ class Resolver:
 
     def resolve(self, name: str, client: Client) -> Resolution:
         state = self._state  # one snapshot for the whole request
+        access = state.config.access
+        if not access.allows(access.allow, client.address):
+            return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED, reason="address not allowed")
+        if self._throttle.blocked(client.address):
+            return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED,
+                              reason="throttled: too many unknown or denied phone files")
+        resolution = self._resolve(state, name, client)
+        phone_miss = resolution.kind is Kind.UNKNOWN_PHONE or (
+            resolution.kind is Kind.PHONE_CONFIG and resolution.status is Status.DENIED)
+        if phone_miss and self._throttle.miss(client.address):
+            return dataclasses.replace(
+                resolution, status=Status.DENIED, content=None, file=None, size=0,
+                reason=f"throttled: more than {access.throttle} unknown or denied phone files in {access.throttle_window:g} s; "
+                       f"refused for {access.throttle_penalty:g} s")
+        return resolution
+
+    def _resolve(self, state: _State, name: str, client: Client) -> Resolution:
         agent = parse_user_agent(client.user_agent)
         base = dict(name=name, path=name.lstrip("/"), model=agent.model, firmware=agent.firmware, mac=agent.mac)
         try:
@@ -145,6 +167,7 @@ class Resolver:
             phone = PHONE_CONFIG.match(leaf) if len(segments) == 1 else None
             if phone:
                 base["mac"] = phone[1].lower()
+                self._check_phone_access(state, client, agent, base["mac"])
                 if info is None and leaf != leaf.lower():
                     info = self._static(state, [f"cfg{base['mac']}.xml"])
                     path = f"cfg{base['mac']}.xml"
@@ -161,7 +184,18 @@ class Resolver:
                                   reason="cfg<mac> is the vendor's private format, not provisioned")
             return Resolution(**base, kind=_kind_of(leaf) if leaf else Kind.NONE, status=Status.NOT_FOUND, reason="no such file")
         except _Refused as refused:
-            return Resolution(**base, kind=Kind.NONE, status=refused.status, reason=refused.reason)
+            return Resolution(**base, kind=refused.kind, status=refused.status, reason=refused.reason)
+
+    @staticmethod
+    def _check_phone_access(state: _State, client: Client, agent: UserAgent, mac: str) -> None:
+        """A phone's file holds its SIP password: only for the networks and the phone allowed to have it."""
+        access = state.config.access
+        if not access.allows(access.phone_files, client.address):
+            raise _Refused(Status.DENIED, "address not allowed phone files", Kind.PHONE_CONFIG)
+        if access.user_agent_mac == "check" and agent.mac and agent.mac != mac:
+            raise _Refused(Status.DENIED, f"the User-Agent names another phone ({agent.mac})", Kind.PHONE_CONFIG)
+        if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
+            raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONE_CONFIG)
 
     def _file(self, state: _State, base: dict, path: str, info: os.stat_result, overrides_config: bool) -> Resolution:
         leaf = path.rsplit("/", 1)[-1]
