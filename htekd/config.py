@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ class HttpConfig:
     enabled: bool
     listen: tuple[Address, ...]
     timeout: float = 60.0  # idle connection timeout
+    user: str = ""  # "" = no authentication
+    password: str = ""  # plain, or "md5-ha1:" + md5(user:htekd:password) in hex
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class HttpsConfig:
     certificate: Path | None = None
     private_key: Path | None = None
     timeout: float = 60.0
+    user: str = ""
+    password: str = ""
 
 
 ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -141,8 +146,8 @@ _SECTIONS = {
               "aes_key_in_model_file"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
-    "http": {"enabled", "listen", "timeout"},
-    "https": {"enabled", "listen", "certificate", "private_key", "timeout"},
+    "http": {"enabled", "listen", "timeout", "user", "password"},
+    "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password"},
     "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
 }
 
@@ -197,6 +202,15 @@ class _Reader:
     def addresses(self, section: str) -> tuple[Address, ...]:
         raw = self.get(section, "listen", _DEFAULT_LISTEN[section])
         return tuple(self._address(section, item) for item in raw.split())
+
+    def login(self, section: str) -> dict[str, str]:
+        """user and password, which go together; the password plain or as md5-ha1:<hex> (realm htekd)."""
+        user, password = self.get(section, "user", ""), self.get(section, "password", "")
+        if bool(user) != bool(password):
+            raise self.error(section, "password" if user else "user", "user and password go together")
+        if password.startswith("md5-ha1:") and not re.fullmatch(r"[0-9a-fA-F]{32}", password[8:]):
+            raise self.error(section, "password", "md5-ha1: must be followed by 32 hex digits")
+        return {"user": user, "password": password}
 
     def networks(self, section: str, key: str, default: str) -> tuple:
         networks = []
@@ -313,6 +327,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             enabled=read.boolean("http", "enabled", _DEFAULT_ENABLED["http"]),
             listen=read.addresses("http"),
             timeout=read.number("http", "timeout", 60.0, 1.0, 3600.0),
+            **read.login("http"),
         ),
         https=HttpsConfig(
             enabled=https_enabled,
@@ -320,6 +335,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             certificate=certificate,
             private_key=private_key,
             timeout=read.number("https", "timeout", 60.0, 1.0, 3600.0),
+            **read.login("https"),
         ),
         access=_access(read),
     )
