@@ -20,6 +20,8 @@ COMMANDS = {
     "encrypt": ("crypt", "encrypt a file as the phones and openssl enc -aes-128-cbc do"),
     "decrypt": ("crypt", "decrypt a file encrypted with htekd encrypt or openssl"),
     "phones": ("phones", "list the phones seen by the daemon"),
+    "notify": ("notify", "send SIP NOTIFY check-sync (--reboot: reboot=true) so phones re-provision now"),
+    "dhcp": ("dhcp", "print dnsmasq, ISC dhcpd and Kea lines giving Htek phones the provisioning URL (option 66/128/150)"),
 }
 
 

@@ -119,6 +119,23 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
+class PnpConfig:
+    enabled: bool = True
+    interface: str = "0.0.0.0"  # IPv4 address of the interface joining 224.0.1.75; 0.0.0.0 = the kernel's choice
+    port: int = 5060
+    vendors: tuple[str, ...] = ("htek",)  # Event vendor= values answered, lower case
+    ouis: tuple[str, ...] = ("001fc1",)  # MAC prefixes answered, 6 lower-case hex digits
+    rate: float = 10.0  # PnP exchanges started per second, all phones together
+    burst: int = 20  # exchanges that may start at once after a quiet spell
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    user: str = ""  # Digest credentials for phones with check-sync authentication on (P20983)
+    password: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     server: ServerConfig
@@ -127,6 +144,13 @@ class Config:
     http: HttpConfig
     https: HttpsConfig
     access: AccessConfig = AccessConfig()
+    pnp: PnpConfig = PnpConfig()
+    sip: SipConfig = SipConfig()
+
+    @property
+    def provisioning_url(self) -> str:
+        """The URL PnP and DHCP give phones: server_url's protocol, as this server listens for it."""
+        return self.public_url(urllib.parse.urlsplit(self.server.server_url).scheme)
 
     def public_url(self, protocol: str) -> str:
         """Base URL (no trailing slash) a phone uses to reach this server over `protocol`."""
@@ -149,6 +173,8 @@ _SECTIONS = {
     "http": {"enabled", "listen", "timeout", "user", "password"},
     "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password"},
     "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
+    "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
+    "sip": {"user", "password"},
 }
 
 _DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
@@ -338,7 +364,40 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             **read.login("https"),
         ),
         access=_access(read),
+        pnp=_pnp(read),
+        sip=_sip(read),
     )
+
+
+def _pnp(read: _Reader) -> PnpConfig:
+    interface = read.get("pnp", "interface", "0.0.0.0")
+    try:
+        if ipaddress.ip_address(interface).version != 4:
+            raise ValueError
+    except ValueError:
+        raise read.error("pnp", "interface", f"expected the IPv4 address of an interface, got {interface!r}") from None
+    ouis = []
+    for item in re.split(r"[\s,]+", read.get("pnp", "ouis", "00:1f:c1").strip()):
+        oui = re.sub(r"[:-]", "", item).lower()
+        if not re.fullmatch(r"[0-9a-f]{6}", oui):
+            raise read.error("pnp", "ouis", f"expected MAC prefixes such as 00:1f:c1, got {item!r}")
+        ouis.append(oui)
+    return PnpConfig(
+        enabled=read.boolean("pnp", "enabled", True),
+        interface=interface,
+        port=read.number("pnp", "port", 5060, 1, 65535, int),
+        vendors=tuple(item.lower() for item in re.split(r"[\s,]+", read.get("pnp", "vendors", "htek").strip())),
+        ouis=tuple(ouis),
+        rate=read.number("pnp", "rate", 10.0, 0.1, 1000.0),
+        burst=read.number("pnp", "burst", 20, 1, 1000, int),
+    )
+
+
+def _sip(read: _Reader) -> SipConfig:
+    user, password = read.get("sip", "user", ""), read.get("sip", "password", "")
+    if bool(user) != bool(password):
+        raise read.error("sip", "password" if user else "user", "user and password go together")
+    return SipConfig(user, password)
 
 
 def _access(read: _Reader) -> AccessConfig:

@@ -22,6 +22,8 @@ from htekd.state import PhoneStore, StateError
 from htekd.tree import TreeError
 
 LISTENERS = ("tftp", "ftp", "http", "https")
+# Sections a reload cannot change: the sockets bound at start keep them until a restart.
+RESTART_SECTIONS = (*LISTENERS, "pnp")
 
 
 def say(message: str) -> None:
@@ -51,9 +53,23 @@ def _monotonic_usec() -> str:
     return f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
 
 
-def _secrets(config: Config) -> tuple[str, ...]:
+def _secrets(config: Config, resolver: Resolver) -> tuple[str, ...]:
+    """Every password and key the daemon knows: from htekd.conf, and from the content tree (SIP
+    passwords and keys of the settings and phones.csv, per-phone AES keys), longest first."""
+    from htekd.catalog import catalog
+
+    found = {config.server.aes_key, config.sip.password}
+    for section in (config.ftp, config.http, config.https):
+        found |= {section.password, section.password.removeprefix("md5-ha1:")}
+    snapshot = resolver.snapshot
+    layers = [snapshot.common, *snapshot.models.values(), *snapshot.groups.values(), *snapshot.phone_layers.values(),
+              *snapshot.phones.values()]
+    secret = catalog().is_secret
+    for layer in layers:
+        found |= {value.value for code, value in layer.values.items() if secret(code)}
+    found |= {phone.aes_key for phone in snapshot.phones.values()}
     # Short values would blank out ordinary text; keys and passwords that short are no secret anyway.
-    return tuple(value for value in (config.server.aes_key, config.ftp.password) if len(value) >= 4)
+    return tuple(sorted((value for value in found if len(value) >= 4), key=len, reverse=True))
 
 
 def _phone_count(resolver: Resolver) -> str:
@@ -94,7 +110,7 @@ class Daemon:
 
     def start_listeners(self) -> None:
         """Bind every enabled listener; on any failure stop what was started and raise."""
-        from htekd.listeners import ftp, http, tftp
+        from htekd.listeners import ftp, http, sip, tftp
 
         config = self.config
         try:
@@ -108,6 +124,12 @@ class Daemon:
                 self.ports += http.listen(self.reactor, config.http, self.resolver, self.log, tls=False)
             if config.https.enabled:
                 self.ports += http.listen(self.reactor, config.https, self.resolver, self.log, tls=True)
+            if config.pnp.enabled:
+                pnp = config.pnp
+                options = sip.PnpOptions(interface=pnp.interface, port=pnp.port, vendors=pnp.vendors, ouis=pnp.ouis,
+                                         rate=pnp.rate, burst=pnp.burst)
+                # self.config, read at each exchange: a reloaded server_url applies to the next phone
+                self.ports += sip.listen_pnp(self.reactor, options, lambda: self.config.provisioning_url, self.log)
         except BaseException:
             self.stop_listeners_now()
             raise
@@ -126,6 +148,8 @@ class Daemon:
             if section.enabled:
                 for address in section.listen:
                     say(f"listening {protocol} {address}")
+        if self.config.pnp.enabled:
+            say(f"listening pnp 224.0.1.75:{self.config.pnp.port} on {self.config.pnp.interface}")
         say("ready")
         notify_systemd("READY=1", f"STATUS=serving {self.config.server.root}")
 
@@ -152,12 +176,12 @@ class Daemon:
             # logrotate sent this SIGHUP perhaps: the log file is reopened all the same.
             return f"reload failed: {_one_line(exc)}{self._reopen_log(self.log.destination, None)}"
         notes = self._reopen_log(config.server.log, config.server.log_format)
-        self.log.secrets = _secrets(config)
-        restart = [f"[{name}]" for name in LISTENERS if getattr(config, name) != getattr(self.config, name)]
+        self.log.secrets = _secrets(config, self.resolver)
+        restart = [f"[{name}]" for name in RESTART_SECTIONS if getattr(config, name) != getattr(self.config, name)]
         if config.server.state_dir != self.config.server.state_dir:
             restart.append("[htekd] state_dir")
         # Listener settings stay as started; keep comparing against those until a restart.
-        self.config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in LISTENERS})
+        self.config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in RESTART_SECTIONS})
         if restart:
             notes += f"; restart htekd to apply {', '.join(restart)}"
         return f"reloaded ({_phone_count(self.resolver)}){notes}"
@@ -217,7 +241,7 @@ def serve(config_path: Path | str) -> int:
     except OSError as exc:
         say(f"{config.source}: [htekd] log: cannot open {config.server.log}: {exc.strerror}")
         return 1
-    log.secrets = _secrets(config)
+    log.secrets = _secrets(config, resolver)
     try:
         store = PhoneStore(config.server.state_dir)
     except StateError as exc:

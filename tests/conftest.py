@@ -310,6 +310,10 @@ def daemon(site, tls_files):
         parser["https"]["enabled"] = "yes"
         parser["https"]["certificate"] = str(certificate)
         parser["https"]["private_key"] = str(private_key)
+        if not parser.has_section("pnp"):
+            parser.add_section("pnp")
+        parser["pnp"]["interface"] = LOOPBACK
+        parser["pnp"]["port"] = str(free_port(socket.SOCK_DGRAM))
         for section, values in (overrides or {}).items():
             if not parser.has_section(section):
                 parser.add_section(section)
