@@ -17,6 +17,8 @@ class Kind(str, enum.Enum):
     FIRMWARE = "firmware"  # fw*.rom, boot_*.bin, img_*.bin
     RESOURCE = "resource"  # ring tones, language and help tars, images
     STATIC = "static"  # any other file under files/
+    PNP = "pnp"  # a SIP PnP exchange: the provisioning URL given to a phone
+    CHECK_SYNC = "check-sync"  # a SIP NOTIFY check-sync sent to a phone
     NONE = "none"  # nothing by that name
 
 

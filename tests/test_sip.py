@@ -256,7 +256,7 @@ def test_notify_by_mac_and_group_uses_phones_seen_and_logs_each_notify(tmp_path,
     assert result.returncode == 1
     assert "2 phones: 1 ok, 1 failed" in result.stderr
     [line] = log.read_text().splitlines()
-    assert re.search(rf' sip 127\.0\.0\.1:{phone.port} "check-sync" none ok mac=001fc1000001 model=UC924 .*'
+    assert re.search(rf' sip 127\.0\.0\.1:{phone.port} "check-sync" check-sync ok mac=001fc1000001 model=UC924 .*'
                      r'reason="200 OK"', line), line
 
     again = Sipp(tmp_path, "check-sync-200")
@@ -434,7 +434,7 @@ def test_pnp_subscribe_from_sipp_gets_200_then_the_url(tmp_path, pnp):
     assert "Content-Type: application/url" in notify and "Subscription-State: terminated" in notify
     assert notify.endswith("\n" + URL)
     [line] = server.lines()
-    assert re.search(rf' sip 127\.0\.0\.1:{phone.port} "{re.escape(URL)}" none ok mac=001fc1abcdef model=UC924 '
+    assert re.search(rf' sip 127\.0\.0\.1:{phone.port} "{re.escape(URL)}" pnp ok mac=001fc1abcdef model=UC924 '
                      r'firmware=2\.0\.4\.2 .*reason="NOTIFY answered 200 OK"', line), line
 
 
@@ -595,7 +595,7 @@ def test_daemon_answers_pnp_and_the_phone_can_then_be_notified_by_mac(tmp_path, 
     assert phone.wait() == 0
     url = f"http://127.0.0.1:{running.ports['http']}"
     assert phone.received()[1].endswith("\n" + url)
-    running.wait_log(lambda line: f' sip 127.0.0.1:{phone.port} "{url}" none ok mac=001fc1000001 model=UC924' in line)
+    running.wait_log(lambda line: f' sip 127.0.0.1:{phone.port} "{url}" pnp ok mac=001fc1000001 model=UC924' in line)
 
     challenged = Sipp(tmp_path, "check-sync-401")
     deadline = time.monotonic() + 5
@@ -606,5 +606,5 @@ def test_daemon_answers_pnp_and_the_phone_can_then_be_notified_by_mac(tmp_path, 
         time.sleep(0.2)
     assert result.stdout == f"127.0.0.1:{challenged.port} 001fc1000001 UC924 200 OK (after Digest authentication)\n"
     assert challenged.wait() == 0
-    running.wait_log(lambda line: f' sip 127.0.0.1:{challenged.port} "check-sync" none ok mac=001fc1000001' in line)
+    running.wait_log(lambda line: f' sip 127.0.0.1:{challenged.port} "check-sync" check-sync ok mac=001fc1000001' in line)
     assert "s3cret" not in running.log_path.read_text()

@@ -355,7 +355,7 @@ class Campaign:
         from htekd.resolution import Client, Kind, Resolution, Status
 
         name = "check-sync;reboot=true" if self.options.reboot else "check-sync"
-        resolution = Resolution(name=name, path="", kind=Kind.NONE, status=Status.OK, mac=target.mac, model=target.model)
+        resolution = Resolution(name=name, path="", kind=Kind.CHECK_SYNC, status=Status.OK, mac=target.mac, model=target.model)
         self.log.record(resolution, Client("sip", target.host, target.port), outcome="ok" if result.ok else "failed",
                         duration=answer.duration, reason=result.summary)
 

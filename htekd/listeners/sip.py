@@ -237,7 +237,7 @@ class PnpResponder:
             ok, reason = False, f"NOTIFY {answer.summary}"
         else:
             ok, reason = 200 <= answer.response.status < 300, f"NOTIFY answered {answer.summary}"
-        resolution = Resolution(name=url, path="", kind=Kind.NONE, status=Status.OK, mac=phone.mac,
+        resolution = Resolution(name=url, path="", kind=Kind.PNP, status=Status.OK, mac=phone.mac,
                                 model=phone.model or None, firmware=phone.version or None)
         self.log.record(resolution, client, outcome="ok" if ok else "failed",
                         duration=answer.duration if answer else 0.0, reason=reason)
