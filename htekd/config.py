@@ -229,6 +229,16 @@ class _Reader:
         raw = self.get(section, "listen", _DEFAULT_LISTEN[section])
         return tuple(self._address(section, item) for item in raw.split())
 
+    def ipv4(self, section: str, key: str) -> str:
+        """An optional IPv4 address ("" when unset)."""
+        value = self.get(section, key, "")
+        if value:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise self.error(section, key, f"expected an IPv4 address, got {value!r}") from None
+        return value
+
     def login(self, section: str) -> dict[str, str]:
         """user and password, which go together; the password plain or as md5-ha1:<hex> (realm htekd)."""
         user, password = self.get(section, "user", ""), self.get(section, "password", "")
@@ -346,7 +356,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             passive_ports=(int(low), int(high)),
             user=user,
             password=password,
-            masquerade_address=read.get("ftp", "masquerade_address", ""),
+            masquerade_address=read.ipv4("ftp", "masquerade_address"),
             timeout=read.number("ftp", "timeout", 300.0, 1.0, 86400.0),
         ),
         http=HttpConfig(
