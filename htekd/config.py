@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import hashlib
 import ipaddress
 import re
 import urllib.parse
@@ -10,6 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("/etc/htekd.conf")
+LOGIN_REALM = "htekd"  # of Digest, and of the hashed password form
+HASHED_PASSWORD = "md5-ha1:"  # a password given as md5(user:htekd:password) in hex
+
+
+def ha1(user: str, password: str) -> str:
+    """HA1 = md5(user:htekd:password) in hex, as Digest computes it."""
+    return hashlib.md5(f"{user}:{LOGIN_REALM}:{password}".encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def login_ha1(user: str, password: str) -> str:
+    """The HA1 of a configured login: its password plain, or hashed already (md5-ha1:<hex>)."""
+    if password.startswith(HASHED_PASSWORD):
+        return password[len(HASHED_PASSWORD):].lower()
+    return ha1(user, password)
 
 
 class ConfigError(Exception):
@@ -239,12 +254,12 @@ class _Reader:
                 raise self.error(section, key, f"expected an IPv4 address, got {value!r}") from None
         return value
 
-    def login(self, section: str) -> dict[str, str]:
+    def login(self, section: str) -> dict[str, str]:  # [http], [https], [ftp]
         """user and password, which go together; the password plain or as md5-ha1:<hex> (realm htekd)."""
         user, password = self.get(section, "user", ""), self.get(section, "password", "")
         if bool(user) != bool(password):
             raise self.error(section, "password" if user else "user", "user and password go together")
-        if password.startswith("md5-ha1:") and not re.fullmatch(r"[0-9a-fA-F]{32}", password[8:]):
+        if password.startswith(HASHED_PASSWORD) and not re.fullmatch(r"[0-9a-fA-F]{32}", password[len(HASHED_PASSWORD):]):
             raise self.error(section, "password", "md5-ha1: must be followed by 32 hex digits")
         return {"user": user, "password": password}
 
@@ -327,10 +342,6 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
     low, _, high = read.get("ftp", "passive_ports", "50000-50100").partition("-")
     if not (low.strip().isdigit() and high.strip().isdigit() and 1024 <= int(low) <= int(high) < 65536):
         raise read.error("ftp", "passive_ports", "expected a range such as 50000-50100 (ports 1024-65535)")
-    user = read.get("ftp", "user", "")
-    password = read.get("ftp", "password", "")
-    if bool(user) != bool(password):
-        raise read.error("ftp", "password" if user else "user", "user and password go together")
 
     https_enabled = read.boolean("https", "enabled", _DEFAULT_ENABLED["https"])
     certificate = private_key = None
@@ -354,8 +365,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             enabled=read.boolean("ftp", "enabled", _DEFAULT_ENABLED["ftp"]),
             listen=read.addresses("ftp"),
             passive_ports=(int(low), int(high)),
-            user=user,
-            password=password,
+            **read.login("ftp"),
             masquerade_address=read.ipv4("ftp", "masquerade_address"),
             timeout=read.number("ftp", "timeout", 300.0, 1.0, 86400.0),
         ),

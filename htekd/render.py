@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Iterable, Mapping
 
 from htekd import phonexml
@@ -22,6 +23,7 @@ RESOURCE_URLS = {"P20175": "Language.tar", "P20176": "hlpres.tar", "P20177": "ex
 RING_URL = "P20174"  # a folder: the phone fetches ring4.bin .. ring8.bin from it
 RING_FILES = frozenset(f"ring{n}.bin" for n in range(4, 9))
 OTHER_SECTION = "Other"
+_index = attrgetter("index")
 
 
 def merge(layers: Iterable[Mapping[str, Value]]) -> dict[str, Value]:
@@ -68,7 +70,14 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
         if text is not None:
             final[code] = text
     cat = catalog()
-    known = sorted((cat.get(code) for code in final if cat.get(code) is not None), key=lambda param: param.index)
+    known, unknown = [], []
+    for code in final:  # one catalog look-up per parameter: this is the hot path of every request
+        param = cat.get(code)
+        if param is None:
+            unknown.append(code)
+        else:
+            known.append(param)
+    known.sort(key=_index)
     lines: list[str] = []
     section = None
     for param in known:
@@ -76,7 +85,7 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
             section = param.section
             lines.append(phonexml.comment(section))
         lines.append(phonexml.element(param.code, param.name, final[param.code]))
-    unknown = sorted((code for code in final if cat.get(code) is None), key=lambda code: int(code[1:]))
+    unknown.sort(key=lambda code: int(code[1:]))
     if unknown:
         lines.append(phonexml.comment(OTHER_SECTION))
         lines.extend(phonexml.element(code, "", final[code]) for code in unknown)

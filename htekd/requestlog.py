@@ -67,6 +67,9 @@ def _iso(moment: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
 
 
+SECRET_PREFIX = 4  # secrets are indexed by this many leading characters
+
+
 class RequestLog:
     """Writes records as text or JSON lines and hands each to the observers (phones seen).
 
@@ -77,7 +80,7 @@ class RequestLog:
         self.stream, self.fmt = stream, fmt
         self.destination = destination  # "-" or a file path when made by open(); reopen() needs it
         self.observers: list[Callable[[RequestRecord, Client], None]] = []
-        self.secrets: tuple[str, ...] = ()  # never written: replaced by "***" wherever they appear
+        self.secrets = ()  # never written: replaced by "***" wherever they appear
         self._lock = threading.Lock()
         self._write_failed = False
 
@@ -128,10 +131,10 @@ class RequestLog:
             outcome=outcome or resolution.status.value,
             bytes=nbytes,
             duration=duration,
-            mac=resolution.mac,
-            model=resolution.model,
-            firmware=resolution.firmware,
-            devcode=resolution.devcode,
+            mac=self._redact(resolution.mac),
+            model=self._redact(resolution.model),
+            firmware=self._redact(resolution.firmware),
+            devcode=self._redact(resolution.devcode),
             reason=self._redact(reason or resolution.reason),
         )
         line = json.dumps(entry.as_dict(), ensure_ascii=False) if self.fmt == "json" else entry.text()
@@ -143,10 +146,32 @@ class RequestLog:
                 observer(entry, client)
         return entry
 
-    def _redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret and secret in text:
-                text = text.replace(secret, "***")
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, values) -> None:
+        """Indexed by their first SECRET_PREFIX characters: a line is checked against the few secrets
+        that start somewhere in it, not against every password of a 10,000-phone inventory."""
+        self._secrets = tuple(secret for secret in values if secret)
+        index: dict[str, list[str]] = {}
+        for secret in self._secrets:
+            if len(secret) >= SECRET_PREFIX:
+                index.setdefault(secret[:SECRET_PREFIX], []).append(secret)
+        self._secret_index = index
+        self._short_secrets = tuple(secret for secret in self._secrets if len(secret) < SECRET_PREFIX)
+
+    def _redact(self, text: str | None) -> str | None:
+        """`text` with every secret replaced (longest first, so no part of one is left)."""
+        if not text:
+            return text
+        index = self._secret_index
+        present = {secret for start in range(len(text) - SECRET_PREFIX + 1)
+                   for secret in index.get(text[start:start + SECRET_PREFIX], ()) if secret in text}
+        present.update(secret for secret in self._short_secrets if secret in text)
+        for secret in sorted(present, key=len, reverse=True):
+            text = text.replace(secret, "***")
         return text
 
     def _write(self, line: str) -> None:

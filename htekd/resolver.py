@@ -125,6 +125,9 @@ class Resolver:
         files = state.snapshot.files
         candidate = files.joinpath(*segments)
         try:
+            # Most names are generated files with nothing under files/: one stat() says so, where
+            # realpath() would lstat() every component of the path first.
+            os.stat(candidate)
             real = Path(os.path.realpath(candidate, strict=True))
             info = real.stat()
         except (OSError, ValueError):
@@ -222,15 +225,16 @@ class Resolver:
             if agent.mac and agent.mac != mac:
                 base["model"] = None  # the User-Agent speaks of another phone
             content = self._render_unknown(state, mac, base["model"], client.protocol)
-            return self._generated(state, base, Kind.UNKNOWN_PHONE, content, "unknown phone: common and model settings only")
+            return self._generated(state, base, Kind.UNKNOWN_PHONE, *_with_etag(content),
+                                   "unknown phone: common and model settings only")
         base["model"] = phone.model or base["model"]
         key = (mac, base["model"], client.protocol)
-        content = state.cache.get(key)
-        if content is None:
-            content = self._render_phone(state, phone, base["model"], client.protocol)
+        cached = state.cache.get(key)
+        if cached is None:
+            cached = _with_etag(self._render_phone(state, phone, base["model"], client.protocol))
             if len(state.cache) < MAX_CACHED:
-                state.cache[key] = content
-        return self._generated(state, base, Kind.PHONE_CONFIG, content)
+                state.cache[key] = cached
+        return self._generated(state, base, Kind.PHONE_CONFIG, *cached)
 
     def _model(self, state: _State, base: dict, client: Client, devcode: str, agent: UserAgent) -> Resolution:
         base["devcode"] = devcode
@@ -243,15 +247,15 @@ class Resolver:
             model = with_layer[0] if len(with_layer) == 1 else (names[0] if len(names) == 1 else None)
         base["model"] = model or agent.model
         key = (devcode, model, client.protocol)
-        content = state.cache.get(key)
-        if content is None:
-            content = self._render_model(state, devcode, model, client.protocol)
+        cached = state.cache.get(key)
+        if cached is None:
+            cached = _with_etag(self._render_model(state, devcode, model, client.protocol))
             if len(state.cache) < MAX_CACHED:
-                state.cache[key] = content
+                state.cache[key] = cached
         reason = "" if sharing else "unknown device code: common settings only"
-        return self._generated(state, base, Kind.MODEL_CONFIG, content, reason)
+        return self._generated(state, base, Kind.MODEL_CONFIG, *cached, reason)
 
-    def _generated(self, state: _State, base: dict, kind: Kind, content: bytes, reason: str = "") -> Resolution:
+    def _generated(self, state: _State, base: dict, kind: Kind, content: bytes, etag: str, reason: str = "") -> Resolution:
         return Resolution(
             **base,
             kind=kind,
@@ -260,7 +264,7 @@ class Resolver:
             content=content,
             size=len(content),
             mtime=state.snapshot.loaded_at,
-            etag=hashlib.blake2b(content, digest_size=12).hexdigest(),
+            etag=etag,
         )
 
     # -- rendering -------------------------------------------------------------------------
@@ -399,6 +403,11 @@ class Resolver:
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
                 entries.append(Entry(child.name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
         return entries
+
+
+def _with_etag(content: bytes) -> tuple[bytes, str]:
+    """Generated content and its ETag, computed once and cached with it."""
+    return content, hashlib.blake2b(content, digest_size=12).hexdigest()
 
 
 def _colons(mac: str) -> str:

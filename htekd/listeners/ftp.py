@@ -25,6 +25,7 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import AsyncChat, IOLoop
 from pyftpdlib.servers import FTPServer
 
+from htekd.config import ha1, login_ha1
 from htekd.listeners import ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
@@ -96,7 +97,8 @@ class _Authorizer(DummyAuthorizer):
 
     def __init__(self, user: str, password: str):
         super().__init__()
-        self._user, self._password = user, password
+        self._user = user
+        self._ha1 = login_ha1(user, password).encode("ascii") if user else b""  # so the hashed form works too
 
     def validate_authentication(self, username, password, handler):
         if not self._user:
@@ -104,7 +106,7 @@ class _Authorizer(DummyAuthorizer):
         if username.lower() in ANONYMOUS:
             raise AuthenticationFailed("Anonymous access not allowed.")
         same_user = hmac.compare_digest(username.encode(), self._user.encode())
-        same_password = hmac.compare_digest(password.encode(), self._password.encode())
+        same_password = hmac.compare_digest(ha1(username, password).encode("ascii"), self._ha1)
         if not (same_user and same_password):
             raise AuthenticationFailed("Authentication failed.")
 

@@ -5,15 +5,22 @@ surrogate escapes, as Python does for file names); the resolver gets that name a
 all normalising and policy. Generated files are written in one piece; files are streamed in
 chunks, never read whole. Single byte ranges are honoured; a request for several ranges gets the
 whole file (200), which RFC 9110 allows.
+
+With a user and password in the section, every request must log in first, with Basic (RFC 7617)
+or Digest (RFC 7616, MD5, with qop=auth or, for old clients, without qop), in realm "htekd".
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
+import hmac
 import io
 import json
 import os
 import re
+import secrets
 import socket
 import sys
 import time
@@ -30,6 +37,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from htekd.config import LOGIN_REALM as REALM, login_ha1
 from htekd.listeners import ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
@@ -51,13 +59,18 @@ CONTENT_TYPES = {
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 ALLOWED_METHODS = (b"GET", b"HEAD")
 _RANGE = re.compile(r"bytes\s*=\s*(\d*)\s*-\s*(\d*)", re.ASCII | re.IGNORECASE)
+NONCE_LIFETIME = 300.0  # seconds a Digest nonce is accepted; then the client is told it is stale
+# One auth-param of a Digest Authorization header: name=token or name="quoted string".
+_AUTH_PARAM = re.compile(rb'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|\Z)', re.DOTALL)
 
 
 def listen(reactor, config, resolver, log, tls: bool) -> list:
     """Bind every address of `config` ([http] or [https]); ListenError if one cannot be bound
     (or, for HTTPS, if the certificate or key cannot be loaded) after closing the others."""
     protocol = "https" if tls else "http"
-    site = ProvisioningSite(ProvisioningResource(protocol, resolver, log, reactor, config.timeout), config.timeout, reactor)
+    login = Login(config.user, config.password) if config.user else None
+    resource = ProvisioningResource(protocol, resolver, log, reactor, config.timeout, login)
+    site = ProvisioningSite(resource, config.timeout, reactor)
     factory = site
     if tls:
         factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
@@ -192,9 +205,10 @@ class ProvisioningResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, protocol: str, resolver, log, reactor, timeout: float):
+    def __init__(self, protocol: str, resolver, log, reactor, timeout: float, login: Login | None = None):
         super().__init__()
         self.protocol, self.resolver, self.log, self.reactor, self.timeout = protocol, resolver, log, reactor, timeout
+        self.login = login
 
     def render(self, request):
         _Exchange(self, request).start()
@@ -239,10 +253,22 @@ class _Exchange:
             self.request.setHeader(b"allow", b", ".join(ALLOWED_METHODS))
             self._text(http.NOT_ALLOWED, reason, "denied")
             return
-        # A credential check (Basic/Digest) belongs here, before anything is resolved.
+        login = self.resource.login
+        if login is not None:
+            refusal = login.check(method, self.request.uri, self.request.getHeader(b"authorization"))
+            if refusal:
+                self._unauthorized(login, refusal)
+                return
         work = deferToThread(self.resource.resolve_and_open, self.name, self.client)
         work.addCallback(self._respond)
         work.addErrback(self._failed)
+
+    def _unauthorized(self, login: Login, refusal: str):
+        """401 with a Digest and a Basic challenge; the log gets why (never what was sent)."""
+        self.resolution = Resolution(self.name, self.name.strip("/"), Kind.NONE, Status.DENIED, refusal)
+        for challenge in login.challenges(stale=refusal == STALE_NONCE):
+            self.request.responseHeaders.addRawHeader(b"www-authenticate", challenge)
+        self._text(http.UNAUTHORIZED, "authentication required", "denied", refusal)
 
     # -- responses -------------------------------------------------------------------------------
     def _respond(self, answer: tuple[Resolution, BinaryIO | None]):
@@ -357,6 +383,111 @@ class _Exchange:
         self.resource.log.record(
             self.resolution, self.client, outcome, self.nbytes, time.monotonic() - self.started, self.reason
         )
+
+
+NO_CREDENTIALS = "authentication required"
+WRONG_CREDENTIALS = "wrong credentials"
+STALE_NONCE = "authentication expired (stale nonce)"
+
+
+class Login:
+    """The one user of [http] or [https], checked with Basic or Digest.
+
+    Only HA1 = md5(user:htekd:password) is kept, so the hashed form "md5-ha1:<hex>" in htekd.conf
+    serves both schemes (Basic hashes what it is given and compares). Nonces are stateless: a
+    timestamp and its HMAC under a secret made at start, so they expire after NONCE_LIFETIME and
+    die with the process; within its lifetime a nonce can be used again (no per-client state).
+    """
+
+    def __init__(self, user: str, password: str, clock=time.time):
+        self.user = user.encode("utf-8")
+        self.ha1 = login_ha1(user, password).encode("ascii")
+        self.clock = clock
+        self._secret = secrets.token_bytes(32)
+
+    def challenges(self, stale: bool = False) -> list[bytes]:
+        digest = f'Digest realm="{REALM}", qop="auth", nonce="{self._nonce()}", algorithm=MD5'
+        if stale:
+            digest += ", stale=true"
+        return [digest.encode("ascii"), f'Basic realm="{REALM}"'.encode("ascii")]
+
+    def check(self, method: bytes, uri: bytes, authorization: bytes | None) -> str:
+        """"" when `authorization` logs this request in, else the reason it does not."""
+        if not authorization:
+            return NO_CREDENTIALS
+        scheme, _, rest = authorization.strip().partition(b" ")
+        scheme = scheme.lower()
+        if scheme == b"basic":
+            return "" if self._basic(rest.strip()) else WRONG_CREDENTIALS
+        if scheme == b"digest":
+            return self._digest(method, uri, rest)
+        return NO_CREDENTIALS
+
+    def _basic(self, token: bytes) -> bool:
+        try:
+            user, colon, password = base64.b64decode(token, validate=True).partition(b":")
+        except ValueError:
+            return False
+        same_user = hmac.compare_digest(user, self.user)
+        same_password = hmac.compare_digest(_md5(user, REALM.encode(), password).encode("ascii"), self.ha1)
+        return bool(colon) and same_user and same_password
+
+    def _digest(self, method: bytes, uri: bytes, params_text: bytes) -> str:
+        params = _auth_params(params_text)
+        if params is None or not {b"username", b"realm", b"nonce", b"uri", b"response"} <= params.keys():
+            return WRONG_CREDENTIALS
+        qop = params.get(b"qop")
+        if (params[b"realm"] != REALM.encode() or params[b"uri"] != uri
+                or params.get(b"algorithm", b"MD5").upper() != b"MD5"
+                or qop not in (None, b"auth") or (qop and not (params.get(b"nc") and params.get(b"cnonce")))):
+            return WRONG_CREDENTIALS
+        ha2 = _md5(method, uri)
+        nonce = params[b"nonce"]
+        if qop:
+            expected = _md5(self.ha1, nonce, params[b"nc"], params[b"cnonce"], qop, ha2.encode("ascii"))
+        else:
+            expected = _md5(self.ha1, nonce, ha2.encode("ascii"))
+        same_user = hmac.compare_digest(params[b"username"], self.user)
+        same_response = hmac.compare_digest(params[b"response"].lower(), expected.encode("ascii"))
+        age = self._nonce_age(nonce)
+        if not (same_user and same_response) or age is None:
+            return WRONG_CREDENTIALS
+        return "" if age <= NONCE_LIFETIME else STALE_NONCE
+
+    def _nonce(self, moment: float | None = None) -> str:
+        stamp = f"{int(self.clock() if moment is None else moment):x}"
+        return f"{stamp}.{hmac.new(self._secret, stamp.encode('ascii'), hashlib.sha256).hexdigest()[:32]}"
+
+    def _nonce_age(self, nonce: bytes) -> float | None:
+        """Seconds since this process made `nonce`; None if it did not make it."""
+        stamp, _, _ = nonce.partition(b".")
+        try:
+            moment = int(stamp, 16)
+        except ValueError:
+            return None
+        if not hmac.compare_digest(self._nonce(moment).encode("ascii"), nonce):
+            return None
+        age = self.clock() - moment
+        return age if age >= -1 else None
+
+
+def _md5(*parts: bytes) -> str:
+    return hashlib.md5(b":".join(parts), usedforsecurity=False).hexdigest()
+
+
+def _auth_params(text: bytes) -> dict[bytes, bytes] | None:
+    """`a="x", b=y` -> {b"a": b"x", b"b": b"y"} (names lower-case, quotes undone); None if unreadable."""
+    params, position = {}, 0
+    text = text.strip()
+    while position < len(text):
+        match = _AUTH_PARAM.match(text, position)
+        if not match or match.end() == position:
+            return None
+        quoted, token = match.group(2), match.group(3)
+        value = re.sub(rb"\\(.)", rb"\1", quoted, flags=re.DOTALL) if quoted is not None else token
+        params[match.group(1).lower()] = value
+        position = match.end()
+    return params
 
 
 @implementer(IPullProducer)
