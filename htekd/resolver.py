@@ -373,6 +373,11 @@ class Resolver:
 
     def listdir(self, path: str) -> list[Entry] | None:
         state = self._state
+        prefix = [s for s in state.config.server.path_prefix.split("/") if s]
+        asked = [s for s in path.split("/") if s not in ("", ".")]
+        if asked and len(asked) < len(prefix) and prefix[: len(asked)] == asked:
+            # On the way to the prefix: FTP clients change folder one step at a time.
+            return [Entry(prefix[len(asked)], True, 0, state.snapshot.loaded_at)]
         try:
             segments = self._segments(state, path)
         except _Refused:

@@ -234,6 +234,16 @@ def test_every_write_command_is_refused_with_550(daemon, big, tmp_path):
 
 # -- logins ------------------------------------------------------------------------------------------
 
+def test_names_under_the_server_url_path_with_curls_default_folder_walk(daemon):
+    d = daemon({"htekd": {"server_url": "http://127.0.0.1/htek/cfg"}})
+    url = f"ftp://127.0.0.1:{d.ports['ftp']}"
+    fetched = curl(f"{url}/htek/cfg/cfg0012.xml")  # curl sends CWD htek, CWD cfg, then RETR
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout == render(d, "0012")
+    assert curl(f"{url}/cfg0012.xml").stdout == fetched.stdout  # and without the prefix
+    assert curl(f"{url}/other/cfg0012.xml").returncode != 0
+
+
 def test_anonymous_by_default(daemon):
     d = daemon()
     assert curl(d.url("ftp", "README.txt")).returncode == 0  # curl logs in as anonymous
