@@ -1,0 +1,429 @@
+"""TFTP listener: read-only RFC 1350 with the blksize, tsize and timeout options (RFC 2347-2349).
+
+Every request gets its own UDP port (its transfer ID); the resolver runs in a thread, so a slow
+resolution never holds up other transfers, and the content is streamed block by block.
+
+tftpy is used for what it does soundly: decoding requests (TftpPacketFactory.parse of RRQ/WRQ,
+after a size check, catching the TftpException, struct.error and UnicodeDecodeError it raises on
+malformed input) and encoding the OACK. DATA, ACK and ERROR are packed with struct: tftpy's ERR
+encoder drops the message text and has no code 0, its ERR decoder logs every packet at error level,
+and its DAT/ACK objects cost several times struct on the per-block path. tftpy's server is not
+used: it runs all transfers in one select() thread (a slow file callback stalls every phone), dies
+on an exception from that callback, has no IPv6 and stops slowly.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import time
+
+from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpPacketTypes import TftpPacketOACK, TftpPacketWRQ
+from tftpy.TftpShared import TftpException
+from twisted.internet import error, threads, udp
+from twisted.internet.protocol import DatagramProtocol
+
+from htekd.listeners import ListenError
+from htekd.resolution import Client, Kind, Resolution, Status
+
+OP_RRQ, OP_WRQ, OP_DATA, OP_ACK, OP_ERROR, OP_OACK = 1, 2, 3, 4, 5, 6
+
+ERR_UNDEFINED, ERR_NOT_FOUND, ERR_ACCESS, ERR_ILLEGAL, ERR_UNKNOWN_TID = 0, 1, 2, 4, 5
+
+DEFAULT_BLKSIZE = 512
+MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348; a larger request is answered with MAX_BLKSIZE
+MIN_TIMEOUT, MAX_TIMEOUT = 1, 255  # RFC 2349
+MAX_REQUEST = 512  # RFC 2347: a request with its options fits in 512 octets
+MAX_ERROR_TEXT = 100
+TRANSFER_MAX_PACKET = 516  # what a transfer port reads: ACKs, and ERRORs cut to a useful length
+NETASCII_CHUNK = 65536
+
+_parse_request = TftpPacketFactory().parse
+
+
+def listen(reactor, config, resolver, log) -> list:
+    """Bind every configured address; ListenError (nothing left bound) if one fails."""
+    ports = []
+    for address in config.listen:
+        server = TftpServer(reactor, address.host, config, resolver, log)
+        # One byte more than a request may have, so that a longer one is seen to be too long.
+        port = _ListeningPort(address.port, server, address.host, MAX_REQUEST + 1, reactor)
+        try:
+            port.startListening()
+        except error.CannotListenError as exc:
+            for bound in ports:
+                bound.stopListening()
+            raise ListenError("tftp", address, _strerror(exc.socketError)) from exc
+        ports.append(port)
+    return ports
+
+
+class _ListeningPort(udp.Port):
+    """An IPv6 address means IPv6 only, so "0.0.0.0:69 [::]:69" can both bind (as for HTTP and FTP)."""
+
+    def createInternetSocket(self):
+        sock = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock
+
+
+def _strerror(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def error_packet(code: int, message: str) -> bytes:
+    """ERROR with a short ASCII message (a client may print it)."""
+    text = message.encode("ascii", "replace").replace(b"\0", b"?")[:MAX_ERROR_TEXT]
+    return struct.pack("!HH", OP_ERROR, code) + text + b"\0"
+
+
+def to_netascii(data: bytes) -> bytes:
+    """RFC 764: CR -> CR NUL, then LF -> CR LF (the CRs this adds are not translated again)."""
+    return data.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+
+
+def netascii_size(reader) -> int:
+    """Exact size of the reader's content once translated to netascii (reads it through once)."""
+    total = 0
+    while chunk := reader.read(NETASCII_CHUNK):
+        total += len(chunk) + chunk.count(b"\r") + chunk.count(b"\n")
+    return total
+
+
+class NetasciiReader:
+    """A binary reader that yields the netascii translation of another, converting as it streams."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.pending = b""
+        self.offset = 0
+
+    def readinto(self, target) -> int:
+        want = len(target)
+        while len(self.pending) - self.offset < want:
+            chunk = self.raw.read(NETASCII_CHUNK)
+            if not chunk:
+                break
+            self.pending = self.pending[self.offset:] + to_netascii(chunk)
+            self.offset = 0
+        count = min(want, len(self.pending) - self.offset)
+        target[:count] = self.pending[self.offset:self.offset + count]
+        self.offset += count
+        return count
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _option_number(value: str, low: int, high: int | None) -> int | None:
+    """The option's integer value if it is one and not below `low` (clamped to `high`), else None."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    if number < low:
+        return None
+    return number if high is None else min(number, high)
+
+
+class TftpServer(DatagramProtocol):
+    """The listening port: decodes requests and starts one Transfer each."""
+
+    def __init__(self, reactor, host: str, config, resolver, log):
+        self.reactor, self.host, self.config, self.resolver, self.log = reactor, host, config, resolver, log
+        self.transfers: dict[tuple, Transfer] = {}  # by client (host, port)
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        try:
+            self._request(data, addr)
+        except Exception as exc:  # one bad request must never take the listener down
+            self.send(error_packet(ERR_UNDEFINED, "internal error"), addr)
+            _report(f"tftp: request from {addr[0]}: internal error: {exc!r}")
+
+    def _request(self, data: bytes, addr) -> None:
+        if len(data) < 2:
+            return
+        opcode = (data[0] << 8) | data[1]
+        if opcode in (OP_DATA, OP_ACK, OP_ERROR, OP_OACK):
+            return  # belongs to a transfer port, or is a stray answer: never answered (no loops)
+        if opcode not in (OP_RRQ, OP_WRQ):
+            self.send(error_packet(ERR_ILLEGAL, "illegal operation"), addr)
+            return
+        if len(data) > MAX_REQUEST:
+            self.send(error_packet(ERR_ILLEGAL, "request too long"), addr)
+            return
+        try:
+            packet = _parse_request(data)
+        except (TftpException, struct.error, ValueError):
+            self.send(error_packet(ERR_ILLEGAL, "malformed request"), addr)
+            return
+        client = Client("tftp", _plain_address(addr[0]), addr[1])
+        if isinstance(packet, TftpPacketWRQ):
+            self.send(error_packet(ERR_ACCESS, "read-only server"), addr)
+            refused = Resolution(packet.filename, packet.filename.lstrip("/"), Kind.NONE, Status.DENIED,
+                                 reason="write refused")
+            _record(self.log, refused, client, "denied", 0, 0.0)
+            return
+        if packet.mode not in ("octet", "netascii"):
+            self.send(error_packet(ERR_ILLEGAL, f"unsupported mode {packet.mode}"), addr)
+            return
+        running = self.transfers.get(addr)
+        if running is not None:
+            if running.request == data and not running.acknowledged:
+                return  # the client sent its request again while we were still answering it
+            running.finish("failed", "superseded by a new request from the same port")
+        transfer = Transfer(self, addr, client, data, packet.filename, packet.mode, packet.options)
+        try:
+            transfer.port = self.reactor.listenUDP(0, transfer, interface=self.host,
+                                                   maxPacketSize=TRANSFER_MAX_PACKET)
+        except error.CannotListenError as exc:
+            self.send(error_packet(ERR_UNDEFINED, "server busy"), addr)
+            transfer.finish("failed", f"no transfer port: {_strerror(exc.socketError)}")
+            return
+        self.transfers[addr] = transfer
+        transfer.begin()
+
+    def send(self, packet: bytes, addr) -> None:
+        _send(self.transport, packet, addr)
+
+    def stopProtocol(self) -> None:
+        for transfer in list(self.transfers.values()):
+            transfer.finish("failed", "server stopped", ERR_UNDEFINED, "server stopped")
+
+
+class Transfer(DatagramProtocol):
+    """One read request on its own port: resolve, negotiate, stream, log once."""
+
+    noisy = False
+
+    def __init__(self, server: TftpServer, peer, client: Client, request: bytes, filename: str, mode: str,
+                 options: dict):
+        self.server, self.peer, self.client, self.request = server, peer, client, request
+        self.filename, self.mode, self.options = filename, mode, options
+        self.reactor = server.reactor
+        self.started = time.monotonic()
+        self.port = None
+        self.resolution: Resolution | None = None
+        self.reader = None
+        self.done = False
+        self.acknowledged = False  # any ACK seen: a repeated request is then a new one
+        self.timeout = float(server.config.timeout)
+        self.retries = server.config.retries
+        self.timer = None
+        self.sendto = None  # the transfer socket's own sendto: Twisted's write() re-checks the address per packet
+        self.sent_at = 0.0
+        self.tries = 0
+        self.packet = b""  # the last packet sent, for retransmission
+        self.block = 0  # number of the last block sent (mod 65536), 0 = OACK
+        self.final = False  # the last packet sent is the final DATA
+        self.nbytes = 0
+        self.blksize = DEFAULT_BLKSIZE
+        self.buffer = bytearray()  # the DATA packet, reused for every block
+        self.view = memoryview(self.buffer)
+        self.payload = self.view[4:]
+
+    # -- start -------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        # The errback also catches a failure in _prepared, so no error is left unhandled in the Deferred.
+        threads.deferToThread(self._prepare).addCallback(self._prepared).addErrback(self._prepare_failed)
+
+    def _prepare(self):
+        """In a worker thread: resolve, open, and size the content."""
+        self.resolution = self.server.resolver.resolve(self.filename, self.client)
+        if not self.resolution.ok:
+            return None, 0
+        reader = self.resolution.open()
+        if self.mode != "netascii":
+            return reader, self.resolution.size
+        if not any(name.lower() == "tsize" for name in self.options):
+            return NetasciiReader(reader), 0
+        try:
+            with self.resolution.open() as counted:
+                size = netascii_size(counted)
+        except BaseException:
+            reader.close()
+            raise
+        return NetasciiReader(reader), size
+
+    def _prepared(self, result) -> None:
+        reader, size = result
+        if self.done:
+            if reader is not None:
+                reader.close()
+            return
+        self.reader = reader
+        self._start(size)
+
+    def _prepare_failed(self, failure) -> None:
+        self._internal_error(failure.value)
+
+    def _start(self, size: int) -> None:
+        resolution = self.resolution
+        if resolution.status is Status.NOT_FOUND:
+            self.finish("not-found", "", ERR_NOT_FOUND, resolution.reason or "file not found")
+            return
+        if not resolution.ok:
+            self.finish(resolution.status.value, "", ERR_ACCESS, resolution.reason or "access violation")
+            return
+        accepted = self._negotiate(size)
+        self.sendto = self.transport.getHandle().sendto
+        self.buffer = bytearray(4 + self.blksize)
+        self.view = memoryview(self.buffer)
+        self.payload = self.view[4:]
+        struct.pack_into("!H", self.buffer, 0, OP_DATA)
+        self.timer = self.reactor.callLater(self.timeout, self._check)
+        if accepted:
+            oack = TftpPacketOACK()
+            oack.options = accepted
+            self._send_fresh(oack.encode().buffer)
+        else:
+            self._send_block()
+
+    def _negotiate(self, size: int) -> dict:
+        """Options accepted, in the client's order; the first of a repeated (any case) name counts."""
+        accepted: dict[str, int] = {}
+        seen = set()
+        for name, value in self.options.items():
+            name = name.lower()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name == "blksize":
+                number = _option_number(value, MIN_BLKSIZE, MAX_BLKSIZE)
+                if number is not None:
+                    accepted[name] = self.blksize = number
+            elif name == "tsize":
+                if _option_number(value, 0, None) is not None:
+                    accepted[name] = size
+            elif name == "timeout":
+                number = _option_number(value, MIN_TIMEOUT, None)
+                if number is not None and number <= MAX_TIMEOUT:
+                    accepted[name] = number
+                    self.timeout = float(number)
+        return accepted
+
+    # -- the per-block path: ACK in, next DATA out ---------------------------------------------------
+    def datagramReceived(self, data: bytes, addr) -> None:
+        if addr != self.peer:
+            _send(self.transport, error_packet(ERR_UNKNOWN_TID, "Unknown transfer ID"), addr)
+            return
+        try:
+            if len(data) >= 4 and data[1] == OP_ACK and data[0] == 0:
+                if ((data[2] << 8) | data[3]) == self.block and self.packet and not self.done:
+                    self.acknowledged = True
+                    if self.final:
+                        self.finish("ok")
+                    else:
+                        self._send_block()
+                # Any other ACK is a duplicate or stale: ignored, only the timer retransmits.
+            elif len(data) >= 4 and data[1] == OP_ERROR and data[0] == 0:
+                message = data[4:].split(b"\0", 1)[0].decode("ascii", "replace")[:MAX_ERROR_TEXT]
+                self.finish("failed", f"client error {(data[2] << 8) | data[3]}: {message}".rstrip(": "))
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _send_block(self) -> None:
+        block = (self.block + 1) & 0xFFFF  # rolls over to 0 after 65535
+        payload = self.payload
+        count = self.reader.readinto(payload)
+        while 0 < count < self.blksize:  # a short read is only the end if the next one is empty
+            more = self.reader.readinto(payload[count:])
+            if not more:
+                break
+            count += more
+        self.buffer[2] = block >> 8
+        self.buffer[3] = block & 0xFF
+        self.block = block
+        self.nbytes += count
+        if count == self.blksize:
+            self._send_fresh(self.buffer)
+        else:
+            self.final = True
+            self._send_fresh(self.view[:4 + count])
+
+    def _send_fresh(self, packet) -> None:
+        self.packet = packet
+        self.tries = 1
+        self.sent_at = time.monotonic()
+        self._write(packet)
+
+    def _write(self, packet) -> None:
+        try:
+            self.sendto(packet, self.peer)
+        except OSError:
+            pass  # counted as lost: the timer sends it again
+
+    def _check(self) -> None:
+        """Retransmission timer; re-armed here rather than on every block to keep that path light."""
+        self.timer = None
+        if self.done:
+            return
+        waited = time.monotonic() - self.sent_at
+        if waited < self.timeout:
+            self.timer = self.reactor.callLater(self.timeout - waited, self._check)
+            return
+        if self.tries >= self.retries:
+            self.finish("failed", f"timeout after {self.tries} tries of block {self.block}")
+            return
+        self.tries += 1
+        self.sent_at = time.monotonic()
+        self._write(self.packet)
+        self.timer = self.reactor.callLater(self.timeout, self._check)
+
+    # -- end -----------------------------------------------------------------------------------------
+    def _internal_error(self, exc: BaseException) -> None:
+        self.finish("failed", f"internal error: {type(exc).__name__}: {exc}", ERR_UNDEFINED, "internal error")
+
+    def finish(self, outcome: str, reason: str = "", code: int | None = None, message: str = "") -> None:
+        """End the transfer once: optional ERROR to the client, release everything, one log record."""
+        if self.done:
+            return
+        self.done = True
+        if code is not None and self.port is not None and self.port.connected:
+            _send(self.transport, error_packet(code, message), self.peer)
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if self.reader is not None:
+            try:
+                self.reader.close()
+            except Exception:
+                pass  # nothing more to read from it either way
+            self.reader = None
+        if self.port is not None and self.port.connected:
+            self.port.stopListening()
+        if self.server.transfers.get(self.peer) is self:
+            del self.server.transfers[self.peer]
+        resolution = self.resolution or Resolution(self.filename, self.filename.lstrip("/"), Kind.NONE,
+                                                   Status.NOT_FOUND)
+        _record(self.server.log, resolution, self.client, outcome, self.nbytes,
+                time.monotonic() - self.started, reason)
+
+    def stopProtocol(self) -> None:
+        self.finish("failed", "server stopped")
+
+
+def _send(transport, packet: bytes, addr) -> None:
+    try:
+        transport.write(packet, addr)
+    except (OSError, error.MessageLengthError):
+        pass  # an answer lost on the way, as UDP may lose it anyway
+
+
+def _record(log, resolution: Resolution, client: Client, outcome: str, nbytes: int, duration: float,
+            reason: str = "") -> None:
+    try:
+        log.record(resolution, client, outcome, nbytes, duration, reason)
+    except Exception as exc:  # a broken log must not break serving
+        _report(f"tftp: cannot write the request log: {exc!r}")
+
+
+def _plain_address(host: str) -> str:
+    """An IPv4 client seen through a dual-stack IPv6 socket, written as plain IPv4."""
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+def _report(message: str) -> None:
+    print(f"htekd: {message}", file=sys.stderr, flush=True)
