@@ -10,8 +10,10 @@ import functools
 import os
 import re
 import struct
+from dataclasses import dataclass
 from importlib import resources as package_data
 from pathlib import Path
+from typing import Mapping
 
 from htekd.models import Model, models
 from htekd.tree import Problem, Snapshot
@@ -29,6 +31,56 @@ WEB_LOGO_MAX_BYTES = 2 * 1024 * 1024
 RING = re.compile(r"\Aring([0-9]+)\.bin\Z", re.IGNORECASE)
 LANGUAGE_LIKE = re.compile(r"\A(?:[0-9]+_.*|LCD_.*|Web_.*)\.(?:xml|js)\Z", re.IGNORECASE)
 IMAGE_PARAMETERS = {"wallpaper": WALLPAPER_URL, "screensaver": SCREENSAVER_URL}
+FIRMWARE_SERVER_PATH = "P192"
+FILE_PREFIX, FILE_POSTFIX = "P232", "P233"  # the phone asks for <prefix><firmware file><postfix>
+VERSIONS_FOLDER = "firmware"  # files/firmware/<version>/: a version pinned with P192
+ALL_IN_ONE_SINCE = (1, 0, 3, 73)  # from this firmware on one fw*.rom; before it boot_9xx.bin + img_9xx.bin
+
+
+@dataclass(frozen=True)
+class FirmwareOffer:
+    """What a phone is offered for upgrade, read from its own rendered configuration."""
+
+    folder: str | None  # under files/, "" for files/ itself; None when P192 points at another server
+    version: str | None  # the version pinned by the folder name (files/firmware/<version>/), if any
+    names: tuple[str, ...]  # the file names the phone asks for
+    missing: tuple[str, ...]  # those not present in the folder
+
+    def differs_from(self, running: str | None) -> bool:
+        return bool(self.version and running and running != self.version)
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    parts = re.findall(r"[0-9]+", text or "")
+    return tuple(int(part) for part in parts) if parts else None
+
+
+def firmware_offer(settings: Mapping[str, str], base_url: str, files: Path, model: Model | None,
+                   running: str | None = None) -> FirmwareOffer | None:
+    """The firmware a phone with these rendered `settings` would fetch, and whether it is there.
+
+    None when the model's firmware file is not known. `running` (from the User-Agent) decides
+    between the all-in-one file and the older boot/img pair.
+    """
+    if model is None or not model.firmware:
+        return None
+    version = _version(running)
+    legacy = version is not None and version < ALL_IN_ONE_SINCE and model.legacy_firmware
+    bare = model.legacy_firmware if legacy else (model.firmware,)
+    names = tuple(settings.get(FILE_PREFIX, "") + name + settings.get(FILE_POSTFIX, "") for name in bare)
+    server_path = settings.get(FIRMWARE_SERVER_PATH, "").rstrip("/")
+    if server_path == base_url:
+        folder = ""
+    elif server_path.startswith(base_url + "/"):
+        folder = server_path[len(base_url) + 1:]
+    else:
+        return FirmwareOffer(None, None, names, ())
+    segments = [segment for segment in folder.split("/") if segment]
+    if any(segment in (".", "..") for segment in segments):
+        return FirmwareOffer(None, None, names, ())
+    pinned = segments[1] if len(segments) == 2 and segments[0] == VERSIONS_FOLDER else None
+    missing = tuple(name for name in names if not files.joinpath(*segments, name).is_file())
+    return FirmwareOffer(folder, pinned, names, missing)
 
 
 @functools.cache
@@ -100,7 +152,6 @@ def check_files(snapshot: Snapshot) -> list[Problem]:
             path = Path(folder) / name
             rel = f"files/{path.relative_to(files)}"
             problems += _check_file(path, rel, name)
-    problems += _firmware_problems(snapshot)
     return problems
 
 
@@ -151,12 +202,3 @@ def _check_image(path: Path, rel: str, ext: str, size: tuple[int, int], max_byte
     return problems
 
 
-def _firmware_problems(snapshot: Snapshot) -> list[Problem]:
-    problems = []
-    in_use = sorted({phone.model for phone in snapshot.phones.values() if phone.model})
-    for name in in_use:
-        model = models().get(name)
-        if model and model.firmware and model.firmware not in snapshot.resource_names:
-            problems.append(Problem("files", 0, f"no {model.firmware} for the {name} phones in phones.csv: "
-                                    "they keep the firmware they have", "warning"))
-    return problems

@@ -321,8 +321,9 @@ def test_phones_seen_are_recorded_and_listed(daemon):
     table = htekd("phones", "-c", str(running.config_path))
     assert table.returncode == 0
     header, row = table.stdout.splitlines()
-    assert header.split()[:4] == ["MAC", "MODEL", "FIRMWARE", "ADDRESS"]
-    assert row.split()[:4] == ["001fc1000001", "UC924", "2.0.4.2", LOOPBACK]
+    assert header.split()[:6] == ["MAC", "MODEL", "FIRMWARE", "OFFERED", "UPGRADE", "ADDRESS"]
+    assert row.split()[:3] == ["001fc1000001", "UC924", "2.0.4.2"]
+    assert f" {LOOPBACK} " in row
 
     # Kept across restarts.
     assert running.stop() == 0

@@ -133,3 +133,56 @@ def test_a_layer_that_sets_a_resource_url_wins(site: Path):
     out = htekd(site, "render", "001fc1000001").stdout
     assert "http://cdn.example.com/w.jpg</P20052>" in out
     assert "wallpaper-UC924.jpg" not in out
+
+
+def pin_sales_to(site: Path, version: str) -> None:
+    (site / "root" / "settings" / "groups" / "sales.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<hl_provision version="1"><config version="1">'
+        f'<P192 para="FirmwareUpGrade_FirmwareServerPath">{{firmware_url}}/firmware/{version}</P192>'
+        "</config></hl_provision>\n", encoding="utf-8")
+
+
+def test_a_pinned_firmware_version_must_be_present(site: Path):
+    pin_sales_to(site, "2.0.4.6")
+    result = htekd(site, "check")
+    assert result.returncode == 1
+    assert "files/firmware/2.0.4.6: error: no fw920M.rom for the 1 UC924 phones pinned to firmware 2.0.4.6" in result.stdout
+    assert "files/firmware/2.0.4.6: error: no fw920M.rom for the 1 UC926 phones pinned to firmware 2.0.4.6" in result.stdout
+    folder = site / "root" / "files" / "firmware" / "2.0.4.6"
+    folder.mkdir(parents=True)
+    (folder / "fw920M.rom").write_bytes(b"\x00" * 4096)
+    result = htekd(site, "check")
+    assert result.returncode == 0, result.stdout
+    assert "fw920M.rom" not in result.stdout  # the pinned phones have theirs; the UC912G's warning stays
+    assert "no fw900M.rom for the UC912G phones" in result.stdout
+    rendered = htekd(site, "render", "001fc1000001").stdout
+    assert '<P192 para="FirmwareUpGrade_FirmwareServerPath">http://127.0.0.1:8080/firmware/2.0.4.6</P192>' in rendered
+
+
+def test_phones_shows_the_firmware_offered_and_who_would_upgrade(site: Path, daemon):
+    import json
+
+    pin_sales_to(site, "2.0.4.6")
+    folder = site / "root" / "files" / "firmware" / "2.0.4.6"
+    folder.mkdir(parents=True)
+    (folder / "fw920M.rom").write_bytes(b"\x00" * 4096)
+    (folder / "boot_924.bin").write_bytes(b"\x00" * 16)
+    (folder / "img_924.bin").write_bytes(b"\x00" * 16)
+    d = daemon()
+    agents = {
+        "001fc1000001": "Htek UC924 1.0.3.60 00:1f:c1:00:00:01",  # before the all-in-one file
+        "001fc1000002": "Htek UC926 2.0.4.6 00:1f:c1:00:00:02",  # already on the pinned version
+        "001fc1000003": "Htek UC912G 2.0.4.2 00:1f:c1:00:00:03",  # not pinned, no file present
+    }
+    for mac, agent in agents.items():
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-A", agent, d.url("http", f"cfg{mac}.xml")], timeout=20)
+    d.wait_log(3)
+    assert d.stop() == 0
+    rows = {row["mac"]: row for row in json.loads(htekd(site, "phones", "--json").stdout)}
+    assert (rows["001fc1000001"]["offered"], rows["001fc1000001"]["upgrade"]) == ("2.0.4.6", True)
+    assert (rows["001fc1000002"]["offered"], rows["001fc1000002"]["upgrade"]) == ("2.0.4.6", False)
+    assert rows["001fc1000003"]["offered"] == "none (fw900M.rom missing)"
+    assert rows["001fc1000003"]["upgrade"] is False
+    (folder / "img_924.bin").unlink()
+    rows = {row["mac"]: row for row in json.loads(htekd(site, "phones", "--json").stdout)}
+    assert rows["001fc1000001"]["offered"] == "none (img_924.bin missing)"

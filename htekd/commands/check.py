@@ -9,8 +9,7 @@ from htekd.catalog import catalog
 from htekd.commands.common import add_config_argument, load_config
 from htekd.models import models
 from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
-from htekd.resources import check_files
-
+from htekd.resources import check_files, firmware_offer
 
 
 def add_arguments(parser, name: str) -> None:
@@ -19,7 +18,8 @@ def add_arguments(parser, name: str) -> None:
 
 
 def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
-    """Check what every phone and model would really get, placeholders filled."""
+    """Check what every phone and model would really get, placeholders filled, and the
+    firmware each phone of the inventory would be offered."""
     from htekd.resolver import Resolver
 
     resolver = Resolver(config, snapshot)
@@ -29,15 +29,34 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
     devcodes = {m.devcode for m in models().all if m.devcode and (m.name in snapshot.models
                 or any(p.model == m.name for p in snapshot.phones.values()))}
     targets += [(code, "settings", 0) for code in sorted(devcodes)]
+    missing: dict[tuple, int] = {}  # (model, folder, version, file) -> phones that would not find it
     for target, file, line in targets:
         resolution = resolver.render_target(target, plain=True)
         if resolution.content is None:
             continue  # a hand-made file in files/ overrides it
-        for setting in phonexml.parse(resolution.content):
+        settings = phonexml.parse(resolution.content)
+        for setting in settings:
             message = cat.check(setting.code, setting.value) if cat.get(setting.code) else None
             if message:
                 problems.append(tree.Problem(file, line, f"{setting.code} for {resolution.path}: {message}"))
+        phone = snapshot.phones.get(target)
+        if phone is not None:
+            offer = firmware_offer({s.code: s.value for s in settings}, config.public_url("http"), snapshot.files,
+                                   models().get(phone.model) if phone.model else None)
+            for name in offer.missing if offer else ():
+                key = (phone.model, offer.folder, offer.version, name)
+                missing[key] = missing.get(key, 0) + 1
+    for (model, folder, version, name), count in sorted(missing.items()):
+        where = f"files/{folder}".rstrip("/")
+        if version:
+            problems.append(tree.Problem(where, 0, f"no {name} for the {count} {model} phones pinned to firmware {version}"))
+        else:
+            problems.append(tree.Problem(where, 0, f"no {name} for the {model} phones in phones.csv: "
+                                         "they keep the firmware they have", "warning"))
     return problems
+
+
+SERVER_FACTS = {"server_url", "server_host", "config_url", "firmware_url"}
 
 
 def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
@@ -47,7 +66,7 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
     for layer in layers:
         for code in (CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH):
             value = layer.values.get(code)
-            if value is not None and host not in value.value:
+            if value is not None and host not in value.value and not value.variables & SERVER_FACTS:
                 file, _, line = value.source.rpartition(":")
                 shown = repr(value.value) if value.value else "blank"  # repr: a value never breaks the line
                 problems.append(tree.Problem(file, int(line), f"{code} points away from this server ({shown}): "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from htekd.state import StateError, read
 
 
 PHONE_COLUMNS = (
-    ("MAC", "mac"), ("MODEL", "model"), ("FIRMWARE", "firmware"), ("ADDRESS", "address"),
+    ("MAC", "mac"), ("MODEL", "model"), ("FIRMWARE", "firmware"), ("OFFERED", "offered"), ("UPGRADE", "upgrade"),
+    ("ADDRESS", "address"),
     ("VIA", "protocol"), ("LAST FILE", "last_file"), ("OUTCOME", "outcome"), ("LAST SEEN", "last_seen"),
     ("REQUESTS", "requests"),
 )
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     rows, columns = (devcodes, DEVCODE_COLUMNS) if args.devcodes else (phones, PHONE_COLUMNS)
     rows = [dataclasses.asdict(row) for row in rows]
+    if not args.devcodes:
+        add_offers(config, rows)
     if args.json:
         for row in rows:
             for key in TIME_FIELDS:
@@ -48,14 +52,56 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_offers(config, rows: list[dict]) -> None:
+    """The firmware each phone would be offered now, next to what it runs ("offered", "upgrade")."""
+    from htekd import phonexml
+    from htekd.models import models
+    from htekd.resources import firmware_offer
+    from htekd.resolver import Resolver
+    from htekd.tree import TreeError
+
+    try:
+        resolver = Resolver.from_config(config)
+    except TreeError as exc:
+        print(f"htekd phones: firmware offers left out: {exc}", file=sys.stderr)
+        resolver = None
+    for row in rows:
+        row["offered"], row["upgrade"] = None, False
+        model = models().get(row["model"]) if row["model"] and resolver else None
+        if model is None:
+            continue
+        protocol = row["protocol"] if row["protocol"] in ("tftp", "ftp", "http", "https") else "http"
+        resolution = resolver.render_target(row["mac"], protocol, plain=True)
+        if resolution.content is None:
+            continue
+        settings = {setting.code: setting.value for setting in phonexml.parse(resolution.content)}
+        offer = firmware_offer(settings, config.public_url(protocol), resolver.snapshot.files, model, row["firmware"])
+        if offer is None:
+            continue
+        if offer.folder is None:
+            row["offered"] = "another server"
+        elif offer.missing:
+            row["offered"] = f"none ({', '.join(offer.missing)} missing)"
+        else:
+            row["offered"] = offer.version or " + ".join(offer.names)
+        row["upgrade"] = not offer.missing and offer.differs_from(row["firmware"])
+
+
 def print_table(rows: list[dict], columns) -> None:
     cells = [[title for title, _ in columns]]
     for row in rows:
-        cells.append([_local(row[key]) if key in TIME_FIELDS else "" if row[key] is None else str(row[key])
-                      for _, key in columns])
+        cells.append([_cell(key, row[key]) for _, key in columns])
     widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
     for line in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _cell(key: str, value) -> str:
+    if key in TIME_FIELDS:
+        return _local(value)
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    return "" if value is None else str(value)
 
 
 def _local(moment: float) -> str:
