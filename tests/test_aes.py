@@ -213,7 +213,7 @@ def lucky_wrong_key(encrypted: bytes, right_key: str) -> str:
 # --- the command line -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lower, upper", zip(KEYS[::2], KEYS[1::2]))
+@pytest.mark.parametrize("lower, upper", list(zip(KEYS[::2], KEYS[1::2])))
 def test_cli_files_both_ways_with_openssl(tmp_path, lower, upper):
     """htekd with one case of the key, openssl with the other."""
     plain = XML + lower.encode() * 100  # a different length for each key
