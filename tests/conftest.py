@@ -7,7 +7,6 @@ import datetime
 import ipaddress
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -20,6 +19,8 @@ from typing import Callable
 
 import pytest
 
+from bench import net
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
 LOOPBACK = "127.0.0.1"
@@ -29,29 +30,12 @@ PROTOCOLS = ("tftp", "ftp", "http", "https")
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = LOOPBACK) -> int:
     """A port the kernel just handed out on `host` (TCP by default, UDP with SOCK_DGRAM)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    return net.free_port(host, kind)
 
 
 def free_port_range(count: int = 20) -> tuple[int, int]:
     """A run of `count` TCP ports that were all free a moment ago (FTP passive ports)."""
-    for _ in range(200):
-        low = random.randrange(30000, 60000 - count)
-        probes = []
-        try:
-            for port in range(low, low + count):
-                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                probes.append(probe)
-                probe.bind((LOOPBACK, port))
-            return low, low + count - 1
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise RuntimeError("no free passive port range on loopback")
+    return net.free_port_range(LOOPBACK, count)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 
 from htekd.resolution import Client, Kind, Status
 from htekd.throttle import Throttle
-from contenttree import HTTP_URL, make_site, resolver_for
+from contenttree import make_site, resolver_for
 
 CSV = "mac,model,Account1_AuthenticatePassword\n001fc1000001,UC924,s3cret\n001fc1000002,UC926,other-s3cret\n"
 OWN_UA = "Htek UC924 2.0.4.2 00:1f:c1:00:00:01"

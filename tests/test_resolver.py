@@ -78,7 +78,7 @@ def test_phone_config(resolver):
 
 
 def test_unknown_phone_default_policy_gets_common_and_model_without_secrets(resolver):
-    agent = f"Htek UC924 2.0.4.2 00:1f:c1:00:00:ff"
+    agent = "Htek UC924 2.0.4.2 00:1f:c1:00:00:ff"
     resolution = resolver.resolve(f"cfg{UNKNOWN}.xml", client(user_agent=agent))
     assert (resolution.kind, resolution.status, resolution.mac, resolution.model) == (Kind.UNKNOWN_PHONE, Status.OK, UNKNOWN, "UC924")
     assert "unknown" in resolution.reason
