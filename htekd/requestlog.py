@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -50,24 +51,38 @@ class RequestRecord:
         }
 
     def text(self) -> str:
-        d = self.as_dict()
+        client = f"{self.address}:{self.port}" if ":" not in self.address else f"[{self.address}]:{self.port}"
         # The name is quoted as JSON so a hostile name cannot forge a second log line.
-        parts = [d["time"], d["protocol"], d["client"], json.dumps(self.name, ensure_ascii=True), self.kind, self.outcome]
-        for key in ("mac", "model", "firmware"):
-            if d[key]:
-                parts.append(f"{key}={d[key]}")
+        parts = [_iso(self.time), self.protocol, client, _json_string(self.name), self.kind, self.outcome]
+        if self.mac:
+            parts.append(f"mac={self.mac}")
+        if self.model:
+            parts.append(f"model={self.model}")
+        if self.firmware:
+            parts.append(f"firmware={self.firmware}")
         parts.append(f"bytes={self.bytes}")
-        parts.append(f"ms={d['duration_ms']}")
+        parts.append(f"ms={round(self.duration * 1000, 1)}")
         if self.reason:
-            parts.append(f"reason={json.dumps(self.reason, ensure_ascii=True)}")
+            parts.append(f"reason={_json_string(self.reason)}")
         return " ".join(parts)
 
 
+# json.dumps(text, ensure_ascii=True) for a str, without building an encoder for every call.
+_json_string = json.encoder.encode_basestring_ascii
+
+
 def _iso(moment: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+    return _iso_second(int(moment // 1)) + f".{int(moment * 1000) % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)  # records come in time order: the same second, line after line
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 SECRET_PREFIX = 4  # secrets are indexed by this many leading characters
+# Redacted texts remembered: names, MACs, models and reasons repeat from request to request.
+REDACTED_CACHE = 4096
 
 
 class RequestLog:
@@ -161,11 +176,22 @@ class RequestLog:
                 index.setdefault(secret[:SECRET_PREFIX], []).append(secret)
         self._secret_index = index
         self._short_secrets = tuple(secret for secret in self._secrets if len(secret) < SECRET_PREFIX)
+        self._redacted = {}  # a fresh dict: a record under way may still fill the old one
 
     def _redact(self, text: str | None) -> str | None:
-        """`text` with every secret replaced (longest first, so no part of one is left)."""
+        """`text` with every secret replaced, worked out once per distinct text."""
         if not text:
             return text
+        redacted = self._redacted
+        known = redacted.get(text)
+        if known is None:
+            if len(redacted) >= REDACTED_CACHE:
+                redacted.clear()  # names from a scan must not grow it without bound
+            known = redacted[text] = self._redact_now(text)
+        return known
+
+    def _redact_now(self, text: str) -> str:
+        """`text` with every secret replaced (longest first, so no part of one is left)."""
         index = self._secret_index
         present = {secret for start in range(len(text) - SECRET_PREFIX + 1)
                    for secret in index.get(text[start:start + SECRET_PREFIX], ()) if secret in text}

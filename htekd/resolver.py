@@ -8,6 +8,7 @@ assignment, so a request resolved on the old snapshot finishes on it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -49,6 +50,7 @@ class UserAgent:
     mac: str | None = None
 
 
+@functools.lru_cache(maxsize=1024)  # a building's phones send a handful of distinct User-Agents
 def parse_user_agent(text: str) -> UserAgent:
     """`Htek UC924 2.0.4.2 00:1f:c1:1c:22:a9` -> model, firmware, MAC (each None when absent)."""
     match = USER_AGENT.match(text or "")
@@ -64,6 +66,10 @@ class _Refused(Exception):
         self.status, self.reason, self.kind = status, reason, kind
 
 
+class _NeedsWork(Exception):
+    """A cached-only resolution reached rendering or a file to open: resolve() must do it, in a thread."""
+
+
 @dataclass
 class _State:
     """One snapshot and what was rendered from it; replaced whole on reload."""
@@ -71,6 +77,25 @@ class _State:
     config: Config
     snapshot: tree.Snapshot
     cache: dict = field(default_factory=dict)
+    allowed: dict = field(default_factory=dict)  # (rule, address) -> access.allows(), bounded by MAX_CACHED
+    prefix: list = field(init=False)  # server_url's path as segments
+    files_folder: str = field(init=False)  # snapshot.files as a str, to which checked segments are joined
+
+    def __post_init__(self):
+        self.prefix = [s for s in self.config.server.path_prefix.split("/") if s]
+        self.files_folder = os.fspath(self.snapshot.files)
+
+    def allows(self, rule: str, address: str) -> bool:
+        """[access] `rule` ("allow" or "phone_files") for `address`, parsed once per address."""
+        key = (rule, address)
+        allowed = self.allowed.get(key)
+        if allowed is None:
+            access = self.config.access
+            allowed = access.allows(getattr(access, rule), address)
+            if len(self.allowed) >= MAX_CACHED:
+                self.allowed.clear()
+            self.allowed[key] = allowed
+        return allowed
 
 
 class Resolver:
@@ -106,7 +131,8 @@ class Resolver:
         """The requested name as path segments under the served root, or _Refused."""
         if len(name) > MAX_NAME:
             raise _Refused(Status.DENIED, "name too long")
-        if any(unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
+        if not (name.isascii() and name.isprintable()) and any(
+                unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
             raise _Refused(Status.DENIED, "control or invalid characters in name")
         if "\\" in name:
             raise _Refused(Status.DENIED, "backslash in name")
@@ -115,19 +141,22 @@ class Resolver:
             raise _Refused(Status.DENIED, "path traversal")
         if any(s.startswith(".") for s in segments):
             raise _Refused(Status.DENIED, "hidden file")
-        prefix = [s for s in state.config.server.path_prefix.split("/") if s]
+        prefix = state.prefix
         if prefix and segments[: len(prefix)] == prefix:
             segments = segments[len(prefix):]
         return segments
 
-    def _static(self, state: _State, segments: list[str]) -> os.stat_result | None:
+    def _static(self, state: _State, segments: list[str], cached_only: bool) -> os.stat_result | None:
         """stat() of files/<segments> if it is a regular file really inside files/."""
         files = state.snapshot.files
-        candidate = files.joinpath(*segments)
+        # Segments have no "/" nor "..": joined as strings, which costs less than the stat() itself.
+        candidate = "/".join((state.files_folder, *segments))
         try:
             # Most names are generated files with nothing under files/: one stat() says so, where
             # realpath() would lstat() every component of the path first.
             os.stat(candidate)
+            if cached_only:
+                raise _NeedsWork
             real = Path(os.path.realpath(candidate, strict=True))
             info = real.stat()
         except (OSError, ValueError):
@@ -139,14 +168,37 @@ class Resolver:
     # -- resolution ------------------------------------------------------------------------
 
     def resolve(self, name: str, client: Client) -> Resolution:
+        """The answer to one request; may render or look a file up, so listeners on an event loop
+        call it in a worker thread."""
+        return self._answer(name, client, cached_only=False)
+
+    def resolve_cached(self, name: str, client: Client) -> Resolution | None:
+        """resolve()'s answer when it needs neither rendering nor a file looked into: a generated
+        file already cached on this snapshot, or a refusal; None otherwise (then call resolve()).
+
+        Cheap enough for an event loop thread: at most one stat(), the one that tells whether a
+        file under files/ overrides the name (a file dropped there is served at once, without a
+        reload). The kernel answers it from its dentry cache, negative entries included, for any
+        name asked before; the event loop already reads every block of a file it streams, so this
+        is no new kind of wait. Opening a file (path walk, open, fstat) and rendering are left
+        to resolve().
+        """
+        try:
+            return self._answer(name, client, cached_only=True)
+        except _NeedsWork:
+            return None
+
+    def _answer(self, name: str, client: Client, cached_only: bool) -> Resolution:
+        """The policy every request goes through, whichever way it is resolved (_NeedsWork when
+        `cached_only` and the answer is not at hand; no miss is counted then)."""
         state = self._state  # one snapshot for the whole request
         access = state.config.access
-        if not access.allows(access.allow, client.address):
+        if not state.allows("allow", client.address):
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED, reason="address not allowed")
         if self._throttle.blocked(client.address):
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED,
                               reason="throttled: too many unknown or denied phone files")
-        resolution = self._resolve(state, name, client)
+        resolution = self._resolve(state, name, client, cached_only)
         phone_miss = resolution.kind is Kind.UNKNOWN_PHONE or (
             resolution.kind is Kind.PHONE_CONFIG and resolution.status is Status.DENIED)
         if phone_miss and self._throttle.miss(client.address):
@@ -156,7 +208,7 @@ class Resolver:
                        f"refused for {access.throttle_penalty:g} s")
         return resolution
 
-    def _resolve(self, state: _State, name: str, client: Client) -> Resolution:
+    def _resolve(self, state: _State, name: str, client: Client, cached_only: bool) -> Resolution:
         agent = parse_user_agent(client.user_agent)
         base = dict(name=name, path=name.lstrip("/"), model=agent.model, firmware=agent.firmware, mac=agent.mac)
         try:
@@ -166,21 +218,21 @@ class Resolver:
             leaf = segments[-1] if segments else ""
             if FACTORY.match(leaf):
                 raise _Refused(Status.DENIED, "factory files are never provisioned")
-            info = self._static(state, segments) if segments else None
+            info = self._static(state, segments, cached_only) if segments else None
             phone = PHONE_CONFIG.match(leaf) if len(segments) == 1 else None
             if phone:
                 base["mac"] = phone[1].lower()
                 self._check_phone_access(state, client, agent, base["mac"])
                 if info is None and leaf != leaf.lower():
-                    info = self._static(state, [f"cfg{base['mac']}.xml"])
+                    info = self._static(state, [f"cfg{base['mac']}.xml"], cached_only)
                     path = f"cfg{base['mac']}.xml"
             if info is not None:
                 return self._file(state, base, path, info, phone is not None)
             if phone:
-                return self._phone(state, base, client, agent)
+                return self._phone(state, base, client, agent, cached_only)
             model_code = MODEL_CONFIG.match(leaf) if len(segments) == 1 else None
             if model_code:
-                return self._model(state, base, client, model_code[1], agent)
+                return self._model(state, base, client, model_code[1], agent, cached_only)
             if PRIVATE_CONFIG.match(leaf) and len(segments) == 1:
                 base["mac"] = leaf[3:].lower()
                 return Resolution(**base, kind=Kind.PRIVATE, status=Status.NOT_FOUND,
@@ -193,7 +245,7 @@ class Resolver:
     def _check_phone_access(state: _State, client: Client, agent: UserAgent, mac: str) -> None:
         """A phone's file holds its SIP password: only for the networks and the phone allowed to have it."""
         access = state.config.access
-        if not access.allows(access.phone_files, client.address):
+        if not state.allows("phone_files", client.address):
             raise _Refused(Status.DENIED, "address not allowed phone files", Kind.PHONE_CONFIG)
         if access.user_agent_mac == "check" and agent.mac and agent.mac != mac:
             raise _Refused(Status.DENIED, f"the User-Agent names another phone ({agent.mac})", Kind.PHONE_CONFIG)
@@ -215,13 +267,15 @@ class Resolver:
             etag=f"{info.st_ino:x}-{info.st_size:x}-{int(info.st_mtime * 1e6):x}",
         )
 
-    def _phone(self, state: _State, base: dict, client: Client, agent: UserAgent) -> Resolution:
+    def _phone(self, state: _State, base: dict, client: Client, agent: UserAgent, cached_only: bool) -> Resolution:
         mac = base["mac"]
         snapshot, server = state.snapshot, state.config.server
         phone = snapshot.phones.get(mac)
         if phone is None:
             if server.unknown_phones == "deny":
                 return Resolution(**base, kind=Kind.UNKNOWN_PHONE, status=Status.DENIED, reason="unknown phone (not in phones.csv)")
+            if cached_only:
+                raise _NeedsWork
             if agent.mac and agent.mac != mac:
                 base["model"] = None  # the User-Agent speaks of another phone
             content = self._render_unknown(state, mac, base["model"], client.protocol)
@@ -231,12 +285,15 @@ class Resolver:
         key = (mac, base["model"], client.protocol)
         cached = state.cache.get(key)
         if cached is None:
+            if cached_only:
+                raise _NeedsWork
             cached = _with_etag(self._render_phone(state, phone, base["model"], client.protocol))
             if len(state.cache) < MAX_CACHED:
                 state.cache[key] = cached
         return self._generated(state, base, Kind.PHONE_CONFIG, *cached)
 
-    def _model(self, state: _State, base: dict, client: Client, devcode: str, agent: UserAgent) -> Resolution:
+    def _model(self, state: _State, base: dict, client: Client, devcode: str, agent: UserAgent,
+               cached_only: bool) -> Resolution:
         base["devcode"] = devcode
         sharing = models().for_devcode(devcode)
         names = [m.name for m in sharing]
@@ -249,6 +306,8 @@ class Resolver:
         key = (devcode, model, client.protocol)
         cached = state.cache.get(key)
         if cached is None:
+            if cached_only:
+                raise _NeedsWork
             cached = _with_etag(self._render_model(state, devcode, model, client.protocol))
             if len(state.cache) < MAX_CACHED:
                 state.cache[key] = cached
@@ -373,7 +432,7 @@ class Resolver:
 
     def listdir(self, path: str) -> list[Entry] | None:
         state = self._state
-        prefix = [s for s in state.config.server.path_prefix.split("/") if s]
+        prefix = state.prefix
         asked = [s for s in path.split("/") if s not in ("", ".")]
         if asked and len(asked) < len(prefix) and prefix[: len(asked)] == asked:
             # On the way to the prefix: FTP clients change folder one step at a time.

@@ -1,16 +1,16 @@
 """Phones seen and learned device codes, kept in SQLite in the state folder across restarts.
 
 The daemon feeds PhoneStore.observe from the request log; a writer thread batches the rows so a
-request never waits for the disk. Readers (`htekd phones`) open the database read-only, which
+request never waits for the disk, nor wakes the writer: it only appends to a deque. Readers (`htekd phones`) open the database read-only, which
 WAL mode allows while the daemon writes.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from htekd.resolution import Client
 DATABASE = "phones.sqlite"
 # Rows waiting for the writer; beyond this (a disk that stalls for minutes) new rows are dropped.
 QUEUE_LIMIT = 100_000
-# The writer waits this long for more rows before a commit, so a burst becomes one transaction.
+# After the first row of a burst the writer waits this long, so the burst becomes one transaction.
 BATCH_WINDOW = 0.2
 
 SCHEMA = """
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS devcodes (
 UPSERT_PHONE = """
 INSERT INTO phones (mac, model, devcode, firmware, address, protocol, last_file, outcome,
                     first_seen, last_seen, requests)
-VALUES (:mac, :model, :devcode, :firmware, :address, :protocol, :name, :outcome, :time, :time, 1)
+VALUES (:mac, :model, :devcode, :firmware, :address, :protocol, :name, :outcome, :first, :time, :requests)
 ON CONFLICT (mac) DO UPDATE SET
     model = COALESCE(excluded.model, model),
     devcode = COALESCE(excluded.devcode, devcode),
@@ -59,11 +59,11 @@ ON CONFLICT (mac) DO UPDATE SET
     last_file = excluded.last_file,
     outcome = excluded.outcome,
     last_seen = MAX(last_seen, excluded.last_seen),
-    requests = requests + 1
+    requests = requests + excluded.requests
 """
 
 UPSERT_DEVCODE = """
-INSERT INTO devcodes (devcode, model, first_seen, last_seen) VALUES (:devcode, :model, :time, :time)
+INSERT INTO devcodes (devcode, model, first_seen, last_seen) VALUES (:devcode, :model, :first, :time)
 ON CONFLICT (devcode) DO UPDATE SET model = excluded.model, last_seen = MAX(last_seen, excluded.last_seen)
 """
 
@@ -116,7 +116,9 @@ class PhoneStore:
         except sqlite3.Error as exc:
             raise StateError(f"cannot open {self.path}: {exc}") from None
         self._connection = connection
-        self._queue: queue.Queue[dict | None] = queue.Queue(QUEUE_LIMIT)
+        self._rows: deque[dict] = deque()  # append and popleft are atomic: no lock on the request path
+        self._pending = threading.Event()  # set by the first row after the writer took the last batch
+        self._closing = threading.Event()
         self._dropped = 0
         self._failing = False
         self._writer = threading.Thread(target=self._write_loop, name="htekd-state", daemon=True)
@@ -126,7 +128,10 @@ class PhoneStore:
         """RequestLog observer: remembers the phone behind a request. Never blocks, never raises."""
         if not record.mac and not (record.devcode and record.model):
             return
-        row = {
+        if len(self._rows) >= QUEUE_LIMIT:
+            self._dropped += 1
+            return
+        self._rows.append({
             "mac": record.mac,
             "model": record.model,
             "devcode": record.devcode,
@@ -135,39 +140,58 @@ class PhoneStore:
             "protocol": record.protocol,
             "name": record.name,
             "outcome": record.outcome,
+            "first": record.time,
             "time": record.time,
-        }
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            self._dropped += 1
+            "requests": 1,
+        })
+        if not self._pending.is_set():
+            self._pending.set()
 
     def close(self) -> None:
         """Write what is queued and close the database."""
-        self._queue.put(None)
+        self._closing.set()
+        self._pending.set()
         self._writer.join()
         self._connection.close()
 
     def _write_loop(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            # Gather what arrives within the batch window into the same transaction.
-            while batch[-1] is not None:
-                try:
-                    batch.append(self._queue.get(timeout=BATCH_WINDOW))
-                except queue.Empty:
-                    break
-            rows = [row for row in batch if row is not None]
+            self._pending.wait()
+            self._closing.wait(BATCH_WINDOW)  # gather the rest of the burst (at once when closing)
+            self._pending.clear()  # before taking the rows: one appended from now on sets it again
+            rows = []
+            while self._rows:
+                rows.append(self._rows.popleft())
             if rows:
                 self._commit(rows)
-            if batch[-1] is None:
+            if self._closing.is_set() and not self._rows:
                 return
+
+    @staticmethod
+    def _merged(rows: list[dict], key: str) -> list[dict]:
+        """One row per `key` value, in order: the latest facts (a missing fact keeps the one before),
+        the first and last time, and how many requests it stands for."""
+        merged: dict[str, dict] = {}
+        for row in rows:
+            value = row[key]
+            if not value:
+                continue
+            before = merged.get(value)
+            if before is None:
+                merged[value] = dict(row)
+                continue
+            for fact in ("model", "devcode", "firmware"):
+                if row[fact] is None:
+                    row = {**row, fact: before[fact]}
+            merged[value] = {**row, "first": min(before["first"], row["first"]), "time": max(before["time"], row["time"]),
+                             "requests": before["requests"] + row["requests"]}
+        return list(merged.values())
 
     def _commit(self, rows: list[dict]) -> None:
         try:
             with self._connection:
-                self._connection.executemany(UPSERT_PHONE, [row for row in rows if row["mac"]])
-                self._connection.executemany(UPSERT_DEVCODE, [row for row in rows if row["devcode"] and row["model"]])
+                self._connection.executemany(UPSERT_PHONE, self._merged(rows, "mac"))
+                self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
         except sqlite3.Error as exc:
             if not self._failing:
                 print(f"htekd: phones seen: cannot write {self.path}: {exc}", file=sys.stderr, flush=True)

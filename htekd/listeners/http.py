@@ -33,6 +33,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -143,6 +144,13 @@ class _Channel(http.HTTPChannel):
     """
 
     _request_deadline = None
+    _host = None
+
+    def getHost(self):
+        # twisted.web asks for it with every request: one getsockname() per connection is enough.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def connectionMade(self):
         super().connectionMade()
@@ -209,6 +217,9 @@ class ProvisioningResource(Resource):
         super().__init__()
         self.protocol, self.resolver, self.log, self.reactor, self.timeout = protocol, resolver, log, reactor, timeout
         self.login = login
+        # A resolver that can answer from what it has at hand (htekd's: cached generated files and
+        # refusals) spares most requests the round trip through the thread pool.
+        self.resolve_cached = getattr(resolver, "resolve_cached", None)
 
     def render(self, request):
         _Exchange(self, request).start()
@@ -258,6 +269,16 @@ class _Exchange:
             refusal = login.check(method, self.request.uri, self.request.getHeader(b"authorization"))
             if refusal:
                 self._unauthorized(login, refusal)
+                return
+        if self.resource.resolve_cached is not None:
+            try:
+                resolution = self.resource.resolve_cached(self.name, self.client)
+                # A file still has to be opened: that is the worker thread's job.
+                if resolution is not None and (not resolution.ok or resolution.content is not None):
+                    self._respond((resolution, None))
+                    return
+            except Exception:  # as from the worker thread: this request fails, the listener lives on
+                self._failed(Failure())
                 return
         work = deferToThread(self.resource.resolve_and_open, self.name, self.client)
         work.addCallback(self._respond)

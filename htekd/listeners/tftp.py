@@ -133,6 +133,9 @@ class TftpServer(DatagramProtocol):
 
     def __init__(self, reactor, host: str, config, resolver, log):
         self.reactor, self.host, self.config, self.resolver, self.log = reactor, host, config, resolver, log
+        # A resolver that can answer from what it has at hand (htekd's: cached generated files and
+        # refusals) spares most requests the round trip through the thread pool.
+        self.resolve_cached = getattr(resolver, "resolve_cached", None)
         self.transfers: dict[tuple, Transfer] = {}  # by client (host, port)
 
     def datagramReceived(self, data: bytes, addr) -> None:
@@ -182,6 +185,9 @@ class TftpServer(DatagramProtocol):
             self.send(error_packet(ERR_UNDEFINED, "server busy"), addr)
             transfer.finish("failed", f"no transfer port: {_strerror(exc.socketError)}")
             return
+        # One datagram per wake-up: ACKs come one at a time, and reading on until EAGAIN would cost
+        # a second recvfrom() and an exception per block. More waiting wakes the reactor again.
+        transfer.port.maxThroughput = 1
         self.transfers[addr] = transfer
         transfer.begin()
 
@@ -226,12 +232,27 @@ class Transfer(DatagramProtocol):
 
     # -- start -------------------------------------------------------------------------------------
     def begin(self) -> None:
+        if self.server.resolve_cached is not None:
+            try:
+                resolution = self.server.resolve_cached(self.filename, self.client)
+                # Generated content or a refusal: nothing to wait for. A file is opened in the thread.
+                if resolution is not None and (not resolution.ok or resolution.content is not None):
+                    self.resolution = resolution
+                    self._prepared(self._open())
+                    return
+            except Exception as exc:
+                self._internal_error(exc)
+                return
         # The errback also catches a failure in _prepared, so no error is left unhandled in the Deferred.
         threads.deferToThread(self._prepare).addCallback(self._prepared).addErrback(self._prepare_failed)
 
     def _prepare(self):
         """In a worker thread: resolve, open, and size the content."""
         self.resolution = self.server.resolver.resolve(self.filename, self.client)
+        return self._open()
+
+    def _open(self):
+        """(reader, size to announce as tsize) of the resolution; (None, 0) for a refusal."""
         if not self.resolution.ok:
             return None, 0
         reader = self.resolution.open()
