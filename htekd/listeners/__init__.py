@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 
 class ListenError(Exception):
     """A listener could not bind one of its addresses; str() names both."""
@@ -9,3 +11,13 @@ class ListenError(Exception):
     def __init__(self, listener: str, address, reason: str):
         self.listener, self.address, self.reason = listener, address, reason
         super().__init__(f"{listener}: cannot listen on {address}: {reason}")
+
+
+class IPv6Only:
+    """For Twisted listening ports: an IPv6 address means IPv6 only, so "0.0.0.0:N [::]:N" can both bind."""
+
+    def createInternetSocket(self):
+        sock = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock

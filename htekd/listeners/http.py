@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import sys
 import time
 import urllib.parse
@@ -39,7 +38,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from htekd.config import LOGIN_REALM as REALM, login_ha1
-from htekd.listeners import ListenError
+from htekd.listeners import IPv6Only, ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
 # Bytes read from a file per write. Large enough that a 32 MiB firmware takes few reactor turns,
@@ -126,14 +125,8 @@ def tls_options(config, address):
     return options
 
 
-class _Port(tcp.Port):
-    """A TCP listening port; an IPv6 address means IPv6 only, so "0.0.0.0:80 [::]:80" can both bind."""
-
-    def createInternetSocket(self):
-        sock = super().createInternetSocket()
-        if self.addressFamily == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        return sock
+class _Port(IPv6Only, tcp.Port):
+    """A TCP listening port."""
 
 
 class _Channel(http.HTTPChannel):

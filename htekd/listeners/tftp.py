@@ -14,7 +14,6 @@ on an exception from that callback, has no IPv6 and stops slowly.
 
 from __future__ import annotations
 
-import socket
 import struct
 import sys
 import time
@@ -25,7 +24,7 @@ from tftpy.TftpShared import TftpException
 from twisted.internet import error, threads, udp
 from twisted.internet.protocol import DatagramProtocol
 
-from htekd.listeners import ListenError
+from htekd.listeners import IPv6Only, ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
 OP_RRQ, OP_WRQ, OP_DATA, OP_ACK, OP_ERROR, OP_OACK = 1, 2, 3, 4, 5, 6
@@ -60,14 +59,8 @@ def listen(reactor, config, resolver, log) -> list:
     return ports
 
 
-class _ListeningPort(udp.Port):
-    """An IPv6 address means IPv6 only, so "0.0.0.0:69 [::]:69" can both bind (as for HTTP and FTP)."""
-
-    def createInternetSocket(self):
-        sock = super().createInternetSocket()
-        if self.addressFamily == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        return sock
+class _ListeningPort(IPv6Only, udp.Port):
+    """The port requests arrive on (each transfer then gets a port of its own)."""
 
 
 def _strerror(exc: BaseException) -> str:
