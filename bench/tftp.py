@@ -153,6 +153,14 @@ class Storm:
             del active[fd]
             return queues.pop(fd)
 
+        def next_after(transfer: _Transfer) -> None:
+            """The phone's next file, or a phone still waiting to boot, in the finished one's place."""
+            names = close(transfer)
+            if names:
+                start(names, transfer.owner)
+            elif waiting:
+                start(waiting.pop(), transfer.owner)
+
         for owner in range(min(self.parallel, len(waiting))):
             start(waiting.pop(), owner)
         while active:
@@ -176,22 +184,14 @@ class Storm:
                     if transfer.done:
                         break
                 if transfer.done:
-                    names = close(transfer)
-                    if names:
-                        start(names, transfer.owner)
-                    elif waiting:
-                        start(waiting.pop(), transfer.owner)
+                    next_after(transfer)
             now = time.monotonic()
             if now - last_tick > 0.05:
                 last_tick = now
                 for transfer in list(active.values()):
                     transfer.tick(now, self.timeout, self.retries)
                     if transfer.done:
-                        names = close(transfer)
-                        if names:
-                            start(names, transfer.owner)
-                        elif waiting:
-                            start(waiting.pop(), transfer.owner)
+                        next_after(transfer)
         selector.close()
         self.seconds = time.monotonic() - started
         return self

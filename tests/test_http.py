@@ -360,16 +360,6 @@ def test_ipv6_and_ipv4_on_the_same_port(daemon, tmp_path):
     assert four.body == six.body
 
 
-def test_a_port_in_use_is_one_clear_error(daemon):
-    with socket.socket() as taken:
-        taken.bind((LOOPBACK, 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        d = daemon({"http": {"listen": f"{LOOPBACK}:{port}"}}, wait=False)
-        assert d.wait_exit() == 1
-    assert f"http: cannot listen on {LOOPBACK}:{port}: Address already in use" in d.stderr_text()
-
-
 # -- TLS ---------------------------------------------------------------------------------------------
 
 def test_tls_versions(daemon, tmp_path):
