@@ -188,14 +188,17 @@ class Bench:
         return Resolver.from_config(load(self.site.config)).resolve(name, Client("http", self.host)).content or b""
 
     def figure_http_fw(self) -> None:
-        peer = self.servers["http"]
+        self.firmware_rate("http", httpload.download)
+
+    def firmware_rate(self, protocol: str, download) -> None:
+        """GB/s of the firmware file from htekd and from the peer, `downloads` in a row each, per repetition."""
         rates = {"htekd": [], "peer": []}
         for _ in range(self.args.repeat):
-            for label, port in (("htekd", self.site.ports["http"]), ("peer", peer.port)):
-                seconds = httpload.download(self.host, port, site_module.FIRMWARE, self.args.downloads)
+            for label, port in (("htekd", self.site.ports[protocol]), ("peer", self.servers[protocol].port)):
+                seconds = download(self.host, port, site_module.FIRMWARE, self.args.downloads)
                 rates[label].append(site_module.FIRMWARE_SIZE * len(seconds) / sum(seconds) / 1e9)
-        self.rows.append(ratio_row("HTTP firmware 32 MiB", median(rates["htekd"]), median(rates["peer"]), "GB/s",
-                                   at_least=0.9))
+        self.rows.append(ratio_row(f"{protocol.upper()} firmware 32 MiB", median(rates["htekd"]), median(rates["peer"]),
+                                   "GB/s", at_least=0.9))
 
     def figure_http_parallel(self) -> None:
         pid = self.htekd.pid
@@ -220,14 +223,7 @@ class Bench:
                              value < 64))
 
     def figure_ftp_fw(self) -> None:
-        peer = self.servers["ftp"]
-        rates = {"htekd": [], "peer": []}
-        for _ in range(self.args.repeat):
-            for label, port in (("htekd", self.site.ports["ftp"]), ("peer", peer.port)):
-                seconds = ftpload.download(self.host, port, site_module.FIRMWARE, self.args.downloads)
-                rates[label].append(site_module.FIRMWARE_SIZE * len(seconds) / sum(seconds) / 1e9)
-        self.rows.append(ratio_row("FTP firmware 32 MiB", median(rates["htekd"]), median(rates["peer"]), "GB/s",
-                                   at_least=0.9))
+        self.firmware_rate("ftp", ftpload.download)
 
     def figure_ftp_parallel(self) -> None:
         peer = self.servers["ftp"]

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.lines import LineReader
 from bench.net import free_port, loopback
 from bench.site import Site
 
@@ -126,41 +127,19 @@ class Server:
 
     def __init__(self, argv: list[str], ready, cwd: Path | None = None, env=None):
         self.argv = argv
-        self.lines: list[str] = []
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
+        self.output = LineReader(self.proc.stdout)
         if not ready(self):
             self.stop()
-            raise ServerError(f"{' '.join(argv)} did not start:\n" + "\n".join(self.lines[-20:]))
+            raise ServerError(f"{' '.join(argv)} did not start:\n" + "\n".join(self.output.lines[-20:]))
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def _drain(self) -> None:
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.changed:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
-
     def wait_line(self, predicate, start: int = 0, timeout: float = READY_TIMEOUT) -> str | None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            index = start
-            while True:
-                while index < len(self.lines):
-                    if predicate(self.lines[index]):
-                        return self.lines[index]
-                    index += 1
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None:
-                    return None
-                self.changed.wait(min(remaining, 0.5))
+        return self.output.wait_for(predicate, start, timeout, gone=lambda: self.proc.poll() is not None)
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -176,7 +155,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        self.reader.join(5)
+        self.output.join(5)
 
 
 def _port_open(host: str, port: int, timeout: float = READY_TIMEOUT) -> bool:
@@ -222,7 +201,7 @@ class Htekd(Server):
 
     def reload(self, timeout: float = 60.0) -> tuple[float, str]:
         """SIGHUP; seconds until the "reloaded" (or "reload failed") line, and that line."""
-        start = len(self.lines)
+        start = len(self.output.lines)
         began = time.monotonic()
         self.proc.send_signal(signal.SIGHUP)
         line = self.wait_line(lambda text: text.startswith(("htekd: reloaded", "htekd: reload failed")), start, timeout)
@@ -239,7 +218,7 @@ class Htekd(Server):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self.reader.join(5)
+        self.output.join(5)
 
 
 class InTftpd(Server):

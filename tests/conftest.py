@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from typing import Callable
 import pytest
 
 from bench import net
+from bench.lines import LineReader
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"
@@ -93,46 +93,6 @@ def site(tmp_path) -> Path:
     return target
 
 
-class _StreamReader(threading.Thread):
-    """Drains one pipe of the daemon into a list of lines, so a full pipe never blocks it."""
-
-    def __init__(self, stream):
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.closed = False
-        self.start()
-
-    def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
-            with self.changed:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.changed.notify_all()
-        with self.changed:
-            self.closed = True
-            self.changed.notify_all()
-
-    def wait_for(self, predicate: Callable[[str], bool], start: int = 0, timeout: float = 10.0) -> str | None:
-        """The first line from index `start` on that satisfies `predicate`, or None after `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            index = start
-            while True:
-                while index < len(self.lines):
-                    if predicate(self.lines[index]):
-                        return self.lines[index]
-                    index += 1
-                remaining = deadline - time.monotonic()
-                if self.closed or remaining <= 0:
-                    return None
-                self.changed.wait(remaining)
-
-    def text(self) -> str:
-        with self.changed:
-            return "\n".join(self.lines)
-
-
 class Daemon:
     """One `htekd serve` process and what a test needs to talk to it."""
 
@@ -148,8 +108,8 @@ class Daemon:
             env=env,
             cwd=site,
         )
-        self._stderr = _StreamReader(self.proc.stderr)
-        self._stdout = _StreamReader(self.proc.stdout)
+        self._stderr = LineReader(self.proc.stderr)
+        self._stdout = LineReader(self.proc.stdout)
 
     # -- addresses -------------------------------------------------------------------------------
     def url(self, protocol: str, name: str = "") -> str:
