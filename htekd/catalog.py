@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 
-PCODE = re.compile(r"[Pp]([0-9]+)")
+PCODE = re.compile(r"[Pp]([0-9]{1,6})")  # the phone's codes have at most 5 digits
 INTEGER = re.compile(r"-?[0-9]+")
 HEX = re.compile(r"[0-9A-Fa-f]+")
 DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
@@ -198,9 +198,9 @@ class Catalog:
         return len(self.params)
 
     def get(self, code: str) -> Param | None:
-        """The parameter for a P-code ("P47" or "p47"); None for anything else."""
+        """The parameter for a P-code ("P47", "p47", "P047"); None for anything else."""
         match = PCODE.fullmatch(code)
-        return self._by_code.get("P" + match.group(1)) if match else None
+        return self._by_code.get(f"P{int(match.group(1))}") if match else None
 
     def lookup(self, key: str) -> Param:
         """The parameter for a P-code or a para name (case-insensitive).

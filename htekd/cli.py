@@ -59,3 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # standard output full or gone; the commands report their own files
+        print(f"htekd {args.command}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 1

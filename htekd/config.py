@@ -15,6 +15,25 @@ LOGIN_REALM = "htekd"  # of Digest, and of the hashed password form
 HASHED_PASSWORD = "md5-ha1:"  # a password given as md5(user:htekd:password) in hex
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be given to phones as this server's URL, or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises on a port out of range
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https", "tftp", "ftp") or not parts.hostname:
+        return "expected a URL such as http://192.168.0.10"
+    if any(c.isspace() or c in '"\\' for c in url):
+        return "spaces, quotes and backslashes do not belong in a URL"
+    return None
+
+
 def ha1(user: str, password: str) -> str:
     """HA1 = md5(user:htekd:password) in hex, as Digest computes it."""
     return hashlib.md5(f"{user}:{LOGIN_REALM}:{password}".encode("utf-8"), usedforsecurity=False).hexdigest()
@@ -211,6 +230,8 @@ class _Reader:
             if default is None:
                 raise self.error(section, key, "is required")
             return default
+        if "\0" in value:
+            raise self.error(section, key, "contains a NUL character")
         return value.strip()
 
     def boolean(self, section: str, key: str, default: bool) -> bool:
@@ -277,7 +298,7 @@ class _Reader:
             host, sep, port = item[1:].partition("]:")
         else:
             host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not _is_number(port) or not 0 < int(port) < 65536:
             raise self.error(section, "listen", f"expected host:port or [v6]:port, got {item!r}")
         try:
             ipaddress.ip_address(host)
@@ -308,9 +329,9 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         raise read.error("htekd", None, "section is missing")
 
     server_url = read.get("htekd", "server_url")
-    parts = urllib.parse.urlsplit(server_url)
-    if parts.scheme not in ("http", "https", "tftp", "ftp") or not parts.hostname:
-        raise read.error("htekd", "server_url", f"expected a URL such as http://192.168.0.10, got {server_url!r}")
+    problem = url_problem(server_url)
+    if problem:
+        raise read.error("htekd", "server_url", f"{problem}, got {server_url!r}")
     log = read.get("htekd", "log", "-")
     encrypt = tuple(sorted({item.strip() for item in read.get("htekd", "encrypt", "phone").split(",") if item.strip()}))
     if not set(encrypt) <= {"phone", "model"}:
@@ -340,7 +361,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             raise read.error("htekd", "aes_key", str(exc)) from None
 
     low, _, high = read.get("ftp", "passive_ports", "50000-50100").partition("-")
-    if not (low.strip().isdigit() and high.strip().isdigit() and 1024 <= int(low) <= int(high) < 65536):
+    if not (_is_number(low.strip()) and _is_number(high.strip()) and 1024 <= int(low) <= int(high) < 65536):
         raise read.error("ftp", "passive_ports", "expected a range such as 50000-50100 (ports 1024-65535)")
 
     https_enabled = read.boolean("https", "enabled", _DEFAULT_ENABLED["https"])

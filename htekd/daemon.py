@@ -11,10 +11,10 @@ import gc
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
+from htekd.events import say
 from htekd.config import Config, ConfigError, load
 from htekd.listeners import ListenError
 from htekd.requestlog import RequestLog
@@ -25,11 +25,6 @@ from htekd.tree import TreeError
 LISTENERS = ("tftp", "ftp", "http", "https")
 # Sections a reload cannot change: the sockets bound at start keep them until a restart.
 RESTART_SECTIONS = (*LISTENERS, "pnp")
-
-
-def say(message: str) -> None:
-    """One daemon event line on stderr."""
-    print(f"htekd: {message}", file=sys.stderr, flush=True)
 
 
 def notify_systemd(*fields: str) -> None:

@@ -15,10 +15,11 @@ from typing import Iterable
 
 from lxml import etree
 
+from htekd.catalog import PCODE
+
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 _ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
-_PCODE = re.compile(r"P[0-9]{1,6}\Z")
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False)
+PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False)
 
 
 class PhoneXmlError(ValueError):
@@ -33,6 +34,11 @@ class Setting:
     para: str  # the para attribute as written (for people; the phone keys on the code)
     value: str
     line: int
+
+
+def readable(data: bytes) -> bytes:
+    """`data` with the HTML entities XML does not define (`&copy;`) as character references."""
+    return _ENTITY.sub(_html_entity, data)
 
 
 def _html_entity(match: re.Match) -> bytes:
@@ -52,9 +58,8 @@ def parse(data: bytes) -> list[Setting]:
     """
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise PhoneXmlError(1 + data[: data.find(b"<!")].count(b"\n"), "DOCTYPE and entity declarations are not allowed")
-    data = _ENTITY.sub(_html_entity, data)
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = etree.fromstring(readable(data), PARSER)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or 1
         message = str(exc.msg or exc).split(", line ")[0]
@@ -72,7 +77,7 @@ def parse(data: bytes) -> list[Setting]:
         for element in config:
             if not isinstance(element.tag, str):
                 continue
-            if not _PCODE.match(element.tag):
+            if not (PCODE.fullmatch(element.tag) and element.tag.startswith("P")):
                 raise PhoneXmlError(element.sourceline or 1, f"unexpected element <{element.tag}> (expected a P-code such as <P47>)")
             if len(element):
                 raise PhoneXmlError(element.sourceline or 1, f"<{element.tag}> must hold text only")

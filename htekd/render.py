@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from operator import attrgetter
 from typing import Iterable, Mapping
 
 from htekd import phonexml
 from htekd.catalog import catalog
 from htekd.models import Model
-from htekd.resources import image_urls
-from htekd.tree import PHONE_FACTS, PLACEHOLDER, Value
+from htekd.resources import FIRMWARE_SERVER_PATH, image_urls
+from htekd.tree import Value
 
 # Upgrade mode (P212) per protocol. FTP's value is not published, so it is never filled in.
 UPGRADE_MODE = {"tftp": "0", "http": "1", "https": "3"}
 CONFIG_SERVER_PATH = "P237"
-FIRMWARE_SERVER_PATH = "P192"
 UPGRADE_MODE_CODE = "P212"
 AUTHENTICATE_CFG_FILE = "P240"  # the phone expects cfg<mac>.xml encrypted
 COMMON_AES_KEY = "P8631"
@@ -23,6 +23,7 @@ RESOURCE_URLS = {"P20175": "Language.tar", "P20176": "hlpres.tar", "P20177": "ex
 RING_URL = "P20174"  # a folder: the phone fetches ring4.bin .. ring8.bin from it
 RING_FILES = frozenset(f"ring{n}.bin" for n in range(4, 9))
 OTHER_SECTION = "Other"
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")  # an escaped brace, or a placeholder
 _index = attrgetter("index")
 
 
@@ -55,8 +56,10 @@ def substitute(value: Value, facts: Mapping[str, str]) -> str | None:
     """
     if not value.variables <= facts.keys():
         return None
-    text = PLACEHOLDER.sub(lambda match: facts[match.group(1)], value.value) if value.variables else value.value
-    return text.replace("{{", "{").replace("}}", "}") if "{{" in text else text
+    if not value.variables and "{{" not in value.value and "}}" not in value.value:
+        return value.value
+    # One pass, so text that came from a fact or a cell is never unescaped again.
+    return _TOKEN.sub(lambda match: facts[match[1]] if match[1] else match[0][0], value.value)
 
 
 def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]) -> bytes:
@@ -90,8 +93,3 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
         lines.append(phonexml.comment(OTHER_SECTION))
         lines.extend(phonexml.element(code, "", final[code]) for code in unknown)
     return phonexml.document(lines)
-
-
-def model_wide_facts(facts: Mapping[str, str]) -> dict[str, str]:
-    """Facts for a file many phones share: nothing that belongs to one phone."""
-    return {name: text for name, text in facts.items() if name not in PHONE_FACTS}

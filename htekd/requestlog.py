@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
+from htekd.events import say
 from htekd.resolution import Client, Resolution
 
 # Outcomes a listener reports. "failed" = the transfer started and broke off (bytes tells how far).
@@ -158,7 +159,10 @@ class RequestLog:
         with self._lock:
             self._write(line)
             for observer in self.observers:
-                observer(entry, client)
+                try:
+                    observer(entry, client)
+                except Exception as exc:  # a broken observer (phones seen) must not fail the request logged
+                    say(f"request log: {type(exc).__name__}: {exc}")
         return entry
 
     @property
@@ -208,7 +212,7 @@ class RequestLog:
         except (OSError, ValueError) as exc:
             if not self._write_failed:
                 self._write_failed = True
-                print(f"htekd: request log: cannot write to {self.destination or 'stream'}: {exc}", file=sys.stderr, flush=True)
+                say(f"request log: cannot write to {self.destination or 'stream'}: {exc}")
         else:
             self._write_failed = False
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from htekd import render, tree
 from htekd.aes import encrypt
 from htekd.catalog import catalog
-from htekd.config import Config
-from htekd.models import models
+from htekd.config import ANYWHERE, Config
+from htekd.models import DEVCODE, models
 from htekd.resolution import Client, Entry, Kind, Resolution, Status
 from htekd.throttle import Throttle
 
@@ -57,7 +57,7 @@ def parse_user_agent(text: str) -> UserAgent:
     if not match:
         return UserAgent()
     model = models().get(match["model"])
-    mac = match["mac"].replace(":", "").lower() if match["mac"] else None
+    mac = tree.normalise_mac(match["mac"]) if match["mac"] else None
     return UserAgent(model.name if model else match["model"].upper(), match["firmware"], mac)
 
 
@@ -358,7 +358,7 @@ class Resolver:
         layers = [snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
-        facts = render.model_wide_facts(self._facts(state, protocol, model, devcode))
+        facts = self._facts(state, protocol, model, devcode)
         server = state.config.server
         # Every phone, known or not, may fetch a model file: passwords and keys go in phone files only,
         # except the AES key when the administrator asks for that bootstrap explicitly.
@@ -417,15 +417,15 @@ class Resolver:
         mac = tree.normalise_mac(target)
         if mac:
             name = f"cfg{mac}.xml"
-        elif re.fullmatch(r"[0-9]{4}", target):
+        elif DEVCODE.fullmatch(target):
             name = f"cfg{target}.xml"
         else:
             name = target
-        resolver = self
-        if plain:
-            state = self._state
-            server = dataclasses.replace(state.config.server, encrypt=())
-            resolver = Resolver(dataclasses.replace(state.config, server=server), state.snapshot)
+        # The administrator's view: network access rules and the throttle are for phones, not for them.
+        state = self._state
+        server = dataclasses.replace(state.config.server, encrypt=()) if plain else state.config.server
+        access = dataclasses.replace(state.config.access, allow=ANYWHERE, phone_files=ANYWHERE, throttle=0)
+        resolver = Resolver(dataclasses.replace(state.config, server=server, access=access), state.snapshot)
         return resolver.resolve(name, Client(protocol, "127.0.0.1", user_agent=user_agent))
 
     # -- listings (FTP) --------------------------------------------------------------------

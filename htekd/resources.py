@@ -150,8 +150,8 @@ def check_files(snapshot: Snapshot) -> list[Problem]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(folder) / name
-            rel = f"files/{path.relative_to(files)}"
-            problems += _check_file(path, rel, name)
+            if path.is_file():  # a FIFO or a socket would block the read; the resolver never serves one
+                problems += _check_file(path, f"files/{path.relative_to(files)}", name)
     return problems
 
 
@@ -177,7 +177,8 @@ def _check_model_image(path: Path, rel: str, name: str, match: re.Match) -> list
     if model is None:
         return [Problem(rel, 0, f"unknown model {match['model']!r} in the name")]
     if model.wallpaper is None:
-        return [Problem(rel, 0, f"{model.name} takes no {match['kind']} (only UC923, UC924, UC924E, UC926, UC926E do)")]
+        takers = ", ".join(m.name for m in models().all if m.wallpaper)
+        return [Problem(rel, 0, f"{model.name} takes no {match['kind']} (only {takers} do)")]
     kind, ext = match["kind"].lower(), match["ext"].lower()
     if name != f"{kind}-{model.name}.{ext}":
         return [Problem(rel, 0, f"name it {kind}-{model.name}.{ext} exactly")]

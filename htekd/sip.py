@@ -70,7 +70,7 @@ class Message:
     @property
     def cseq(self) -> tuple[int, str] | None:
         number, _, method = (self.header("cseq") or "").partition(" ")
-        if not number.isdigit() or not _TOKEN.match(method.strip()):
+        if not (number.isascii() and number.isdigit()) or not _TOKEN.match(method.strip()):
             return None
         return int(number), method.strip()
 
@@ -104,7 +104,7 @@ def parse(data: bytes) -> Message | None:
         return None
     length = next((value for name, value in headers if name == "content-length"), None)
     if length is not None:
-        if not length.isdigit() or int(length) > len(body):
+        if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             return None
         body = body[: int(length)]
     status = _STATUS_LINE.match(first)
@@ -179,7 +179,7 @@ def split_hostport(text: str) -> tuple[str | None, int | None]:
         port = rest[1:] if rest else ""
     else:
         host, _, port = text.partition(":")
-    if not host or (port and (not port.isdigit() or not 0 < int(port) < 65536)):
+    if not host or (port and (not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536)):
         return None, None
     return host, int(port) if port else None
 

@@ -8,12 +8,12 @@ WAL mode allows while the daemon writes.
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from htekd.events import say
 from htekd.requestlog import RequestRecord
 from htekd.resolution import Client
 
@@ -194,14 +194,14 @@ class PhoneStore:
                 self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
         except sqlite3.Error as exc:
             if not self._failing:
-                print(f"htekd: phones seen: cannot write {self.path}: {exc}", file=sys.stderr, flush=True)
+                say(f"phones seen: cannot write {self.path}: {exc}")
             self._failing = True
             return
         if self._failing:
-            print(f"htekd: phones seen: writing {self.path} again", file=sys.stderr, flush=True)
+            say(f"phones seen: writing {self.path} again")
         self._failing = False
         if self._dropped:
-            print(f"htekd: phones seen: {self._dropped} requests not recorded (writer too slow)", file=sys.stderr, flush=True)
+            say(f"phones seen: {self._dropped} requests not recorded (writer too slow)")
             self._dropped = 0
 
 

@@ -23,6 +23,7 @@ class Throttle:
     def configure(self, limit: int, window: float, penalty: float) -> None:
         with self._lock:
             self.limit, self.window, self.penalty = limit, window, penalty
+            self._misses.clear()  # each address's count was sized for the old limit
 
     def blocked(self, address: str) -> bool:
         """True while `address` is serving its penalty."""

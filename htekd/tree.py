@@ -28,8 +28,6 @@ FACTS = (
     "mac", "mac_colons", "model", "group", "devcode", "protocol",
     "server_url", "server_host", "config_url", "firmware_url", "firmware_file",
 )
-# Facts that only a phone's own file has; a value using one is left out of model-wide files.
-PHONE_FACTS = {"mac", "mac_colons", "group"}
 _GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # Characters XML 1.0 cannot carry: a file holding one is unreadable for the phone.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -160,7 +158,12 @@ class _Loader:
         directory = self.root / "settings" / folder
         if not directory.is_dir():
             return layers
-        for path in sorted(directory.iterdir()):
+        try:
+            paths = sorted(directory.iterdir())
+        except OSError as exc:
+            self.error(self.rel(directory), 0, f"cannot read: {exc.strerror}")
+            return layers
+        for path in paths:
             if path.name.startswith("."):
                 continue
             if path.suffix.lower() != ".xml" or not path.is_file():
@@ -318,15 +321,28 @@ def load(root: Path) -> tuple[Snapshot, list[Problem]]:
     """Read the whole tree. Returns the snapshot and every problem found (errors and warnings)."""
     root = Path(root)
     loader = _Loader(root)
-    if not root.is_dir():
+    try:
+        return _load(root, loader), loader.problems
+    except OSError as exc:  # a folder htekd may not enter, say: every other read reports its own file
+        loader.error(loader.rel(Path(exc.filename or root)), 0, f"cannot read: {exc.strerror}")
+    except _NoRoot:
         loader.error(str(root), 0, "content tree root does not exist")
-        empty = MappingProxyType({})
-        return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset(), frozenset()), loader.problems
+    empty = MappingProxyType({})
+    return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset(), frozenset()), loader.problems
+
+
+class _NoRoot(Exception):
+    pass
+
+
+def _load(root: Path, loader: _Loader) -> Snapshot:
+    if not root.is_dir():
+        raise _NoRoot
     files = root / "files"
     if not files.is_dir():
         loader.warn("files", 0, "no files/ folder: only generated configurations are served")
     common_path = root / "settings" / "common.xml"
-    common = loader.layer(common_path) if common_path.exists() else Layer("settings/common.xml", MappingProxyType({}))
+    common = loader.layer(common_path) if common_path.is_file() else Layer("settings/common.xml", MappingProxyType({}))
     model_layers = loader.layer_dir("models", "model")
     for model_name in list(model_layers):
         model = models().get(model_name)
@@ -369,8 +385,13 @@ def load(root: Path) -> tuple[Snapshot, list[Problem]]:
         if mac not in phones:
             loader.warn(layer.name, 0, f"phone {mac} is not in phones.csv: this file is not used")
 
-    resource_names = frozenset(p.name for p in files.iterdir() if p.is_file()) if files.is_dir() else frozenset()
-    snapshot = Snapshot(
+    resource_names = frozenset()
+    if files.is_dir():
+        try:
+            resource_names = frozenset(p.name for p in files.iterdir() if p.is_file())
+        except OSError as exc:
+            loader.error("files", 0, f"cannot read: {exc.strerror}")
+    return Snapshot(
         root=root,
         files=files.resolve() if files.is_dir() else files,
         common=common,
@@ -381,7 +402,6 @@ def load(root: Path) -> tuple[Snapshot, list[Problem]]:
         variables=frozenset(variables),
         resource_names=resource_names,
     )
-    return snapshot, loader.problems
 
 
 def load_strict(root: Path) -> Snapshot:

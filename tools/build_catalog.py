@@ -13,18 +13,17 @@ its first position. Tabs, newlines, carriage returns and backslashes are escaped
 from __future__ import annotations
 
 import argparse
-import html.entities
-import re
 import sys
 from pathlib import Path
 
 from lxml import etree
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # htekd from this checkout, installed or not
+from htekd import phonexml  # noqa: E402
+from htekd.catalog import PCODE  # noqa: E402
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "htekd" / "data" / "catalog.tsv"
 HEADER = ("code", "name", "section", "default")
-XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
-ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
-PCODE_TAG = re.compile(r"P[0-9]+")
 # The vendor's file spells `para` as `papr` once (P24749).
 NAME_ATTRIBUTES = ("para", "papr")
 
@@ -33,25 +32,14 @@ class BuildError(Exception):
     pass
 
 
-def replace_html_entities(text: str) -> str:
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        if name in XML_ENTITIES or name not in html.entities.name2codepoint:
-            return match.group(0)
-        return chr(html.entities.name2codepoint[name])
-
-    return ENTITY.sub(replace, text)
-
-
 def escape(field: str) -> str:
     return field.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def read_rows(path: Path) -> list[tuple[str, str, str, str]]:
     """Section rows ("", "", section, "") and parameter rows (code, name, section, default)."""
-    text = replace_html_entities(path.read_text(encoding="utf-8"))
     try:
-        root = etree.fromstring(text.encode("utf-8"))
+        root = etree.fromstring(phonexml.readable(path.read_bytes()), phonexml.PARSER)
     except etree.XMLSyntaxError as exc:
         raise BuildError(f"{path}: {exc}") from None
     config = root.find("config")
@@ -65,7 +53,7 @@ def read_rows(path: Path) -> list[tuple[str, str, str, str]]:
             section = (node.text or "").strip()
             rows.append(("", "", section, ""))
             continue
-        if not isinstance(node.tag, str) or not PCODE_TAG.fullmatch(node.tag):
+        if not isinstance(node.tag, str) or not (PCODE.fullmatch(node.tag) and node.tag.startswith("P")):
             raise BuildError(f"{path}:{node.sourceline}: unexpected element <{node.tag}>")
         code = node.tag
         name = next((node.get(a) for a in NAME_ATTRIBUTES if node.get(a) is not None), "")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
-import urllib.parse
 from pathlib import Path
 
 from htekd.cli import CommandError
-from htekd.config import DEFAULT_CONFIG, Config, ConfigError, load
+from htekd.config import DEFAULT_CONFIG, Config, ConfigError, load, url_problem
 
 
 EPILOG = """\
@@ -47,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CommandError(f"unknown DHCP server {unknown[0]!r} (expected {', '.join(SERVERS)})")
     url = args.url if args.url is not None else _load(args.config).provisioning_url
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https", "tftp", "ftp") or not parts.hostname or any(c in url for c in '"\\ \t\r\n'):
+    problem = url_problem(url)
+    if problem:
         source = "--url" if args.url is not None else "server_url"
-        raise CommandError(f"{source}: expected a URL such as http://192.168.0.10 (no spaces or quotes), got {url!r}")
+        raise CommandError(f"{source}: {problem}, got {url!r}")
     codes = sorted(set(args.option or [66]))
     servers = args.servers or SERVERS
     print("\n\n".join(SNIPPETS[server](url, codes) for server in SERVERS if server in servers))

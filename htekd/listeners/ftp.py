@@ -26,6 +26,7 @@ from pyftpdlib.ioloop import AsyncChat, IOLoop
 from pyftpdlib.servers import FTPServer
 
 from htekd.config import ha1, login_ha1
+from htekd.events import say
 from htekd.listeners import ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
@@ -55,20 +56,6 @@ def _route_pyftpdlib_logging() -> None:
         _pyftpdlib_log.addHandler(handler)
     _pyftpdlib_log.setLevel(logging.ERROR)
     _pyftpdlib_log.propagate = False
-
-
-def _say(message: str) -> None:
-    """One daemon event line on stderr."""
-    print(f"htekd: ftp: {message}", file=sys.stderr, flush=True)
-
-
-def _record(log, *args, **kwargs) -> None:
-    """log.record(), which runs inside pyftpdlib's callbacks: a failure there would leave the client
-    waiting for a reply that never comes, so it is reported instead of raised."""
-    try:
-        log.record(*args, **kwargs)
-    except Exception as exc:
-        _say(f"cannot write the request log: {type(exc).__name__}: {exc}")
 
 
 class _ResolverFailed(FilesystemError):
@@ -152,7 +139,7 @@ class _Download:
             return
         self._reader.close()
         outcome = "ok" if self._complete else "failed"
-        _record(self._log, self._resolution, self._client, outcome, self._nbytes, time.monotonic() - self._started)
+        self._log.record(self._resolution, self._client, outcome, self._nbytes, time.monotonic() - self._started)
 
 
 def _stat(mode: int, size: int, mtime: float, path: str) -> os.stat_result:
@@ -193,14 +180,14 @@ class ResolverFS(AbstractedFS):
             return self._resolver.resolve(path, self.client)
         except Exception as exc:  # the resolver promises not to raise; if it does, one request fails
             failure = _ResolverFailed(path, exc)
-            _say(f"{json.dumps(path)} failed: {failure.reason}")
+            say(f"ftp: {json.dumps(path)} failed: {failure.reason}")
             raise failure from None
 
     def entries(self, path: str):
         try:
             return self._resolver.listdir(path)
         except Exception as exc:
-            _say(f"listing {json.dumps(path)} failed: {type(exc).__name__}: {exc}")
+            say(f"ftp: listing {json.dumps(path)} failed: {type(exc).__name__}: {exc}")
             return None
 
     def _requested(self, path: str) -> Resolution:
@@ -210,7 +197,7 @@ class ResolverFS(AbstractedFS):
             try:
                 resolution = self.resolve(path)
             except _ResolverFailed as failure:
-                _record(self._log, failure.resolution, self.client, "failed", reason=failure.reason)
+                self._log.record(failure.resolution, self.client, "failed", reason=failure.reason)
                 raise
             self._pending = (path, resolution)
         return self._pending[1]
@@ -218,7 +205,7 @@ class ResolverFS(AbstractedFS):
     def _refuse(self, resolution: Resolution) -> FilesystemError:
         """The error for a refused SIZE or RETR, logged once per request."""
         if not self._pending_logged:
-            _record(self._log, resolution, self.client)
+            self._log.record(resolution, self.client)
             self._pending_logged = True
         return FilesystemError(_refusal(resolution))
 
@@ -233,7 +220,7 @@ class ResolverFS(AbstractedFS):
         try:
             reader = resolution.open()
         except OSError as exc:  # removed or unreadable since the snapshot was taken
-            _record(self._log, resolution, self.client, "failed", reason=exc.strerror or str(exc))
+            self._log.record(resolution, self.client, "failed", reason=exc.strerror or str(exc))
             raise FilesystemError(exc.strerror or "Cannot read file") from None
         return _Download(reader, resolution, self.client, self._log)
 
@@ -457,5 +444,5 @@ class FtpListener:
         self._thread.join(STOP_TIMEOUT)
         self._bell.close()
         if self._thread.is_alive():
-            _say(f"loop did not stop within {STOP_TIMEOUT:g}s")
+            say(f"ftp: loop did not stop within {STOP_TIMEOUT:g}s")
         self._thread = None

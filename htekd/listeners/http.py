@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import sys
 import time
 import urllib.parse
 from dataclasses import replace
@@ -38,6 +37,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from htekd.config import LOGIN_REALM as REALM, login_ha1
+from htekd.events import say
 from htekd.listeners import IPv6Only, ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
@@ -352,7 +352,7 @@ class _Exchange:
     def _failed(self, failure):
         """The resolver (or this code) raised: this request fails, the listener lives on."""
         message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
-        print(f"htekd: {self.client.protocol}: {json.dumps(self.name)} failed: {message}", file=sys.stderr, flush=True)
+        say(f"{self.client.protocol}: {json.dumps(self.name)} failed: {message}")
         if self.resolution is None:
             self.resolution = Resolution(self.name, self.name.strip("/"), Kind.NONE, Status.NOT_FOUND)
         self.reason = f"internal error: {message}"
@@ -551,7 +551,10 @@ def request_name(path: bytes) -> str:
     """The raw request path, percent-decoded once, as UTF-8 (other bytes as surrogate escapes).
     An absolute-form target ("GET http://host/name", as sent through a proxy) gives its path."""
     if not path.startswith(b"/"):
-        path = urllib.parse.urlsplit(path).path
+        try:
+            path = urllib.parse.urlsplit(path).path
+        except ValueError:  # an unreadable authority ("http://[x/"): the resolver refuses the name as sent
+            pass
     return urllib.parse.unquote_to_bytes(path).decode("utf-8", "surrogateescape")
 
 

@@ -15,7 +15,6 @@ on an exception from that callback, has no IPv6 and stops slowly.
 from __future__ import annotations
 
 import struct
-import sys
 import time
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
@@ -24,6 +23,7 @@ from tftpy.TftpShared import TftpException
 from twisted.internet import error, threads, udp
 from twisted.internet.protocol import DatagramProtocol
 
+from htekd.events import say
 from htekd.listeners import IPv6Only, ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
 
@@ -136,7 +136,7 @@ class TftpServer(DatagramProtocol):
             self._request(data, addr)
         except Exception as exc:  # one bad request must never take the listener down
             self.send(error_packet(ERR_UNDEFINED, "internal error"), addr)
-            _report(f"tftp: request from {addr[0]}: internal error: {exc!r}")
+            say(f"tftp: request from {addr[0]}: internal error: {exc!r}")
 
     def _request(self, data: bytes, addr) -> None:
         if len(data) < 2:
@@ -160,7 +160,7 @@ class TftpServer(DatagramProtocol):
             self.send(error_packet(ERR_ACCESS, "read-only server"), addr)
             refused = Resolution(packet.filename, packet.filename.lstrip("/"), Kind.NONE, Status.DENIED,
                                  reason="write refused")
-            _record(self.log, refused, client, "denied", 0, 0.0)
+            self.log.record(refused, client, "denied", 0, 0.0)
             return
         if packet.mode not in ("octet", "netascii"):
             self.send(error_packet(ERR_ILLEGAL, f"unsupported mode {packet.mode}"), addr)
@@ -412,7 +412,7 @@ class Transfer(DatagramProtocol):
             del self.server.transfers[self.peer]
         resolution = self.resolution or Resolution(self.filename, self.filename.lstrip("/"), Kind.NONE,
                                                    Status.NOT_FOUND)
-        _record(self.server.log, resolution, self.client, outcome, self.nbytes,
+        self.server.log.record(resolution, self.client, outcome, self.nbytes,
                 time.monotonic() - self.started, reason)
 
     def stopProtocol(self) -> None:
@@ -426,18 +426,6 @@ def _send(transport, packet: bytes, addr) -> None:
         pass  # an answer lost on the way, as UDP may lose it anyway
 
 
-def _record(log, resolution: Resolution, client: Client, outcome: str, nbytes: int, duration: float,
-            reason: str = "") -> None:
-    try:
-        log.record(resolution, client, outcome, nbytes, duration, reason)
-    except Exception as exc:  # a broken log must not break serving
-        _report(f"tftp: cannot write the request log: {exc!r}")
-
-
 def _plain_address(host: str) -> str:
     """An IPv4 client seen through a dual-stack IPv6 socket, written as plain IPv4."""
     return host[7:] if host.startswith("::ffff:") and "." in host else host
-
-
-def _report(message: str) -> None:
-    print(f"htekd: {message}", file=sys.stderr, flush=True)
