@@ -100,11 +100,14 @@ def test_throttle_counts_within_the_window_and_forgives_after_the_penalty():
 
 
 def test_throttle_memory_is_bounded():
-    throttle = Throttle(limit=1, window=60, penalty=60, max_addresses=100)
+    now = [0.0]
+    throttle = Throttle(limit=1, window=60, penalty=60, max_addresses=100, clock=lambda: now[0])
     for n in range(10_000):
-        throttle.miss(f"10.0.{n // 256}.{n % 256}")
+        address = f"10.0.{n // 256}.{n % 256}"
+        assert not throttle.miss(address) and throttle.miss(address)  # the second miss blocks it
+        now[0] += 1
     assert len(throttle._misses) <= 100
-    assert len(throttle._blocked) <= 10_000
+    assert len(throttle._blocked) <= 100
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -133,3 +136,29 @@ def test_throttled_requests_are_logged_for_fail2ban_on_every_protocol(daemon):
     throttled = [line for line in lines if 'reason="throttled' in line]
     assert len(throttled) == 4  # the request that went over the limit, then one per protocol
     assert all(" denied " in line and " 127.0.0.1:" in line for line in throttled)
+
+
+def test_the_administrators_commands_see_past_the_access_rules(tmp_path: Path):
+    import sys
+
+    conf = site(tmp_path, "allow = 10.0.0.0/8\nphone_files = 10.0.0.0/8\nthrottle = 1")
+    for target in ("0012", "001fc1000001", "001fc1000099", "001fc1000098"):
+        rendered = subprocess.run([sys.executable, "-m", "htekd", "render", "-c", str(conf), target], capture_output=True)
+        assert rendered.returncode == 0 and rendered.stdout.startswith(b"<?xml"), rendered.stderr
+    checked = subprocess.run([sys.executable, "-m", "htekd", "check", "-c", str(conf)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "no fw920M.rom for the UC924 phones" in checked.stdout  # the rendered files were looked at
+
+
+def test_a_raised_throttle_limit_applies_to_addresses_already_counted(tmp_path: Path):
+    conf = site(tmp_path, "throttle = 2")
+    resolver = resolver_for(conf)
+    scanner = "192.168.1.66"
+    for n in range(2):
+        assert ask(resolver, f"cfg001fc1ee00{n:02d}.xml", address=scanner).ok
+    conf.write_text(conf.read_text(encoding="utf-8").replace("throttle = 2", "throttle = 5"), encoding="utf-8")
+    from contenttree import load_config
+
+    resolver.reload(load_config(conf))
+    answers = sum(ask(resolver, f"cfg001fc1ee01{n:02d}.xml", address=scanner).ok for n in range(30))
+    assert answers == 5

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from contenttree import REAL_CONFIG, REPO, client, htekd, make_site, resolver_for, settings_xml
 from htekd.aes import decrypt
+from htekd.catalog import catalog
 
 MAC = "001fc1000001"
 PROBLEM_LINE = re.compile(r"\A[^\s:][^:]*(:[0-9]+)?: (error|warning): \S.*\Z")
@@ -200,3 +203,19 @@ def test_every_problem_stays_on_one_line(tmp_path):
     assert all(PROBLEM_LINE.match(line) for line in lines), lines
     assert sum(": error: " in line for line in lines) == 3  # P237, P47 and the unused column
     assert any(line.startswith("settings/common.xml:4: warning: P237 points away from this server ('\\n") for line in lines)
+
+
+def test_a_full_standard_output_is_one_line(tmp_path):
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "htekd", "models"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 1
+    assert result.stderr == "htekd models: cannot write: No space left on device\n"
+
+
+def test_p_codes_are_at_most_six_digits_and_leading_zeros_name_the_same_code(tmp_path):
+    make_site(tmp_path, csv="mac,P1234567,P047\n001fc1000001,x,y\n")
+    checked = htekd("check", "-c", str(tmp_path / "htekd.conf"))
+    assert checked.returncode == 1
+    assert b"phones.csv:1: error: column 'P1234567' is neither a parameter nor a placeholder" in checked.stdout
+    assert "Traceback" not in checked.stderr
+    assert catalog().get("P047") is catalog().get("P47")

@@ -66,6 +66,12 @@ BAD = [
     ("[htekd]\nroot = root\nserver_url = 192.168.0.10\n", "htekd", "server_url", "URL"),
     ("[htekd]\nserver_url = http://192.168.0.10\n", "htekd", "root", "required"),
     (MINIMAL + "[gopher]\nlisten = 1.2.3.4:70\n", "gopher", None, "unknown section"),
+    (MINIMAL + "[tftp]\nlisten = 127.0.0.1:\u00b2\n", "tftp", "listen", "host:port"),
+    (MINIMAL + "[ftp]\npassive_ports = 5000\u00b2-50100\n", "ftp", "passive_ports", "range"),
+    ("[htekd]\nroot = root\nserver_url = http://[::1\n", "htekd", "server_url", "not a URL"),
+    ("[htekd]\nroot = root\nserver_url = http://10.0.0.1:99999\n", "htekd", "server_url", "not a URL"),
+    ("[htekd]\nroot = root\nserver_url = http://10.0.0.1/a b\n", "htekd", "server_url", "spaces"),
+    ("[htekd]\nroot = ro\0ot\nserver_url = http://10.0.0.1\n", "htekd", "root", "NUL"),
 ]
 
 

@@ -27,7 +27,10 @@ def openssl_decrypt(data: bytes, key: str) -> bytes:
 
 
 def htekd(conf: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "htekd", *args, "-c", str(conf)], capture_output=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "htekd", *args, "-c", str(conf)], capture_output=True, timeout=60)
+    if args[0] == "render":  # what a phone gets is never empty: an empty answer is a failure, not "no secret"
+        assert done.returncode == 0 and done.stdout, done.stderr
+    return done
 
 
 def add_key_column(root: Path, keys: dict[str, str]) -> None:

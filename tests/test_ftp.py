@@ -268,6 +268,7 @@ def test_configured_login_only(daemon):
         thread.start()
     for thread in attempts:
         thread.join()
+    assert set(results) == {"anonymous", "wrong password", "wrong user"}
     for label, result in results.items():
         assert result.returncode == 67, label  # login denied
         assert b"< 530 " in result.stderr, label

@@ -219,6 +219,11 @@ def test_absolute_form_request_target(daemon, tmp_path):
     answer = Response(tmp_path, "http://provisioning.invalid/cfg0012.xml", "-x", f"http://{LOOPBACK}:{d.ports['http']}")
     assert answer.status == 200 and answer.body.startswith(b"<?xml")
     assert "model-config" in log_line(d, "/cfg0012.xml")
+    with socket.create_connection((LOOPBACK, d.ports["http"]), timeout=10) as raw:
+        raw.sendall(b"GET http://[x/cfg0012.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b"".join(iter(lambda: raw.recv(65536), b""))
+    assert reply.startswith(b"HTTP/1.1 404 ")  # an unreadable authority: the name as sent, refused
+    assert "Traceback" not in d.stderr_text()
 
 
 def test_writes_are_refused(daemon, tmp_path):

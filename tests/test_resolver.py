@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 
 import pytest
 
@@ -220,22 +221,33 @@ def test_resolving_during_reloads_from_many_threads(resolver, site):
     failures: list[BaseException] = []
     old = resolver.resolve(f"cfg{MAC}.xml", client()).content
 
-    def worker() -> None:
+    stop = threading.Event()
+    during_reloads = [0] * 6
+
+    def worker(index: int) -> None:
         try:
-            for _ in range(200):
+            for _ in range(100_000):  # until the reloads are over
                 resolution = resolver.resolve(f"cfg{MAC}.xml", client())
                 assert resolution.ok and resolution.content.endswith(b"</hl_provision>\n")
+                if stop.is_set():
+                    break
+                during_reloads[index] += 1
         except BaseException as exc:  # reported below
             failures.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(6)]
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(6)]
     for thread in threads:
         thread.start()
-    for _ in range(5):
+    reloads, deadline = 0, time.monotonic() + 20
+    while (reloads < 5 or not all(during_reloads)) and time.monotonic() < deadline:  # every worker has overlapped
         resolver.reload(config)
+        reloads += 1
+    stop.set()
     for thread in threads:
         thread.join(30)
+    assert not [thread for thread in threads if thread.is_alive()]
     assert failures == []
+    assert all(during_reloads), during_reloads
     assert resolver.resolve(f"cfg{MAC}.xml", client()).content == old
 
 

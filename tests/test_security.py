@@ -342,9 +342,11 @@ def test_hostile_names_over_every_protocol(planted):
         run.start()
     for run in runs:
         run.join(120)
+    assert not [run for run in runs if run.is_alive()], "a protocol's hostile names did not finish"
     assert not failures, failures
     assert not any(problems.values()), problems
     assert d.proc.poll() is None
+    assert "Traceback" not in d.stderr_text() and "internal error" not in d.stderr_text()
     # Still serving, on every protocol.
     assert curl(d.url("tftp", "README.txt")).stdout == (d.root / "files" / "README.txt").read_bytes()
     assert curl(d.url("ftp", "sub/file.txt")).stdout == b"inside\n"

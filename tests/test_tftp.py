@@ -24,6 +24,7 @@ import pytest
 from conftest import LOOPBACK, REPO, free_port
 
 HARNESS = Path(__file__).resolve().parent / "tftp_harness.py"
+from tftp_harness import SLOW_SECONDS  # noqa: E402  how long the stand-in takes for "slow-" names
 CURL_FILE_NOT_FOUND, CURL_PERMISSION, CURL_ILLEGAL = 68, 69, 71
 
 needs = {tool: pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} not installed")
@@ -428,12 +429,15 @@ def test_malformed_packets_are_ignored_or_refused(served, raw):
     content = os.urandom(5000)
     put_file(server, "static.bin", content)
     client = raw()
+    # Packets that start nothing on the listening port get no answer; requests that cannot be read get ERROR 4.
+    silent = {"empty", "one byte", "ACK", "short ACK", "DATA", "ERROR", "short ERROR", "OACK"}
     for label, packet in MALFORMED.items():
         client.send(packet, server.addr)
-        answer, source = client.recv(timeout=0.3)
-        if answer is not None:
-            assert error_of(answer)[0] == 4, label
-            assert source == server.addr, label
+        answer, source = client.recv(timeout=0.3 if label in silent else 5)
+        if label in silent:
+            assert answer is None, label
+        else:
+            assert answer is not None and error_of(answer)[0] == 4 and source == server.addr, label
     result = curl(server.url("static.bin"))
     assert result.returncode == 0 and result.stdout == content, result.stderr
     server.wait_log(lambda text: '"static.bin"' in text and " ok " in text)
@@ -642,7 +646,8 @@ def test_slow_resolution_does_not_stall_other_transfers(harness, raw):
     started = time.monotonic()
     result = curl(server.url("fw.rom"))
     assert result.returncode == 0 and result.stdout == content, result.stderr
-    assert time.monotonic() - started < 2.0, "a slow resolution held up another transfer"
+    assert slow.recv(timeout=0.01)[0] is None, "the slow resolution finished first: this proves nothing"
+    assert time.monotonic() - started < SLOW_SECONDS, "a slow resolution held up another transfer"
     got, _ = slow.recv(timeout=10)  # the slow one is answered in its own time
     assert opcode(got) == 3 and block_of(got) == 1
 
