@@ -7,10 +7,9 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 
 from htekd.cli import CommandError
-from htekd.config import DEFAULT_CONFIG, ConfigError, load
+from htekd.commands.common import add_config_argument, load_config
 from htekd.state import StateError, read
 
 
@@ -25,18 +24,17 @@ TIME_FIELDS = ("first_seen", "last_seen")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-                        help=f"the configuration file naming the state folder (default {DEFAULT_CONFIG})")
+    add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON array (times in ISO 8601 UTC)")
     parser.add_argument("--devcodes", action="store_true",
                         help="list the device codes learned from phones instead (cfg<devcode>.xml -> model)")
 
 
 def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
     try:
-        config = load(args.config)
         phones, devcodes = read(config.server.state_dir)
-    except (ConfigError, StateError) as exc:
+    except StateError as exc:
         raise CommandError(str(exc)) from None
     rows, columns = (devcodes, DEVCODE_COLUMNS) if args.devcodes else (phones, PHONE_COLUMNS)
     rows = [dataclasses.asdict(row) for row in rows]

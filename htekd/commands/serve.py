@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from htekd.config import DEFAULT_CONFIG
+from htekd.commands.common import add_config_argument
 
 
 EPILOG = """\
@@ -20,8 +19,7 @@ Exit status: 0 after a clean stop, 1 when the config, the content tree or a list
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-                        help=f"the configuration file (default {DEFAULT_CONFIG})")
+    add_config_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
