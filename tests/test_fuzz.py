@@ -16,11 +16,11 @@ import socket
 import struct
 import subprocess
 import time
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet import error
 from twisted.internet.task import Clock
 
 from conftest import LOOPBACK
@@ -109,11 +109,9 @@ class _Transport:
         self.sent.append((bytes(packet), addr))
 
 
-class _NoPorts:
-    """A reactor with no UDP port to spare: every valid request ends as "server busy"."""
-
-    def listenUDP(self, *args, **kwargs):
-        raise error.CannotListenError("127.0.0.1", 0, OSError(24, "Too many open files"))
+def _no_socket_to_spare(*args):
+    """Every valid request ends as "server busy", so no transfer starts."""
+    raise OSError(24, "Too many open files")
 
 
 class _Resolver:
@@ -130,9 +128,10 @@ def null_log():
 @FUZZ
 @given(packet=TFTP_PACKETS)
 def test_tftp_request_decoding_in_process(null_log, capsys, packet):
-    server = tftp.TftpServer(_NoPorts(), "127.0.0.1", TftpConfig(True, (Address("127.0.0.1", 0),)), _Resolver(), null_log)
+    server = tftp.TftpServer(None, "127.0.0.1", TftpConfig(True, (Address("127.0.0.1", 0),)), _Resolver(), null_log)
     server.transport = _Transport()
-    server.datagramReceived(packet, ("127.0.0.1", 40000))
+    with mock.patch.object(tftp, "transfer_socket", _no_socket_to_spare):
+        server.datagramReceived(packet, ("127.0.0.1", 40000))
     assert "internal error" not in capsys.readouterr().err
     for reply, addr in server.transport.sent:
         assert addr == ("127.0.0.1", 40000)
