@@ -259,6 +259,7 @@ def serve(config_path: Path | str) -> int:
 
     from twisted.internet import reactor
 
+    log.flush_each_turn(lambda flush: reactor.callLater(0, flush))
     _log_twisted_problems()
     daemon = Daemon(config, resolver, log, store, reactor)
     # Installed before binding so an early SIGHUP queues a reload instead of killing the process.

@@ -89,7 +89,8 @@ REDACTED_CACHE = 4096
 class RequestLog:
     """Writes records as text or JSON lines and hands each to the observers (phones seen).
 
-    Thread-safe: the FTP listener records from its own thread.
+    Thread-safe: the FTP listener records from its own thread. Each line is flushed at once,
+    except on an event loop thread given to flush_each_turn().
     """
 
     def __init__(self, stream: TextIO = sys.stdout, fmt: str = "text", destination: str | None = None):
@@ -99,6 +100,17 @@ class RequestLog:
         self.secrets = ()  # never written: replaced by "***" wherever they appear
         self._lock = threading.Lock()
         self._write_failed = False
+        self._loop_thread: int | None = None
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
+        self._flush_due = False
+
+    def flush_each_turn(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Lines recorded on the calling thread (an event loop's) are flushed by one write() per turn
+        of the loop, `call_soon(flush)` running at the start of the next turn, instead of one each:
+        under load a turn ends many requests. A line still reaches the file before the loop next
+        waits for anything."""
+        self._loop_thread = threading.get_ident()
+        self._call_soon = call_soon
 
     @classmethod
     def open(cls, destination: str, fmt: str = "text") -> RequestLog:
@@ -124,7 +136,9 @@ class RequestLog:
 
     def close(self) -> None:
         with self._lock:
-            if self.stream is not sys.stdout:
+            if self.stream is sys.stdout:
+                self._guarded(self.stream.flush)
+            else:
                 self.stream.close()
 
     def record(
@@ -157,13 +171,24 @@ class RequestLog:
         # A name that was not UTF-8 arrives with surrogate escapes: keep them visible, never lose the line.
         line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         with self._lock:
-            self._write(line)
+            if threading.get_ident() != self._loop_thread:
+                self._write(line, flush=True)
+            else:
+                self._write(line, flush=False)
+                if not self._flush_due:
+                    self._flush_due = True
+                    self._call_soon(self._flush)
             for observer in self.observers:
                 try:
                     observer(entry, client)
                 except Exception as exc:  # a broken observer (phones seen) must not fail the request logged
                     say(f"request log: {type(exc).__name__}: {exc}")
         return entry
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_due = False
+            self._guarded(self.stream.flush)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -204,11 +229,15 @@ class RequestLog:
             text = text.replace(secret, "***")
         return text
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, flush: bool) -> None:
+        self._guarded(self.stream.write, line + "\n")
+        if flush:
+            self._guarded(self.stream.flush)
+
+    def _guarded(self, action, *args) -> None:
         # A full disk must not fail the request being logged: say so once on stderr and go on.
         try:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            action(*args)
         except (OSError, ValueError) as exc:
             if not self._write_failed:
                 self._write_failed = True
