@@ -161,6 +161,8 @@ class ResolverFS(AbstractedFS):
             host = host[7:]
         self.client = Client("ftp", host, int(cmd_channel.remote_port or 0))
         self._listed: dict[str, os.stat_result] = {}  # entries of the last listing, for LIST/MLSD lines
+        # LIST, NLST, MLSD and STAT ask isdir() and then listdir() of the same path: one listing.
+        self._checked: tuple[str, list | None] | None = None
         # A file's MDTM/SIZE/RETR are one request: resolved once, logged once, counted once by the
         # resolver's throttle, and the size announced is the size sent even if a reload comes between.
         self._pending: tuple[str, Resolution] | None = None
@@ -248,7 +250,9 @@ class ResolverFS(AbstractedFS):
         return not self.isdir(path)
 
     def isdir(self, path):
-        return self.entries(path) is not None
+        entries = self.entries(path)
+        self._checked = (path, entries)
+        return entries is not None
 
     def lexists(self, path):
         return False  # asked only by RNFR, which the permissions refuse first; never the real disk
@@ -266,7 +270,8 @@ class ResolverFS(AbstractedFS):
         self.cwd = self.fs2ftp(path)
 
     def listdir(self, path):
-        entries = self.entries(path)
+        checked, self._checked = self._checked, None
+        entries = checked[1] if checked is not None and checked[0] == path else self.entries(path)
         if entries is None:
             raise FilesystemError("No such directory")
         self._listed = {
