@@ -303,7 +303,7 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"comma-separated, of: {', '.join(FIGURES)}")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each figure (default 3; medians)")
     parser.add_argument("--wrk-seconds", type=float, default=5.0, help="duration of each wrk run")
-    parser.add_argument("--downloads", type=int, default=5, help="firmware downloads per throughput run")
+    parser.add_argument("--downloads", type=int, default=20, help="firmware downloads per throughput run (default 20)")
     parser.add_argument("--http-parallel", type=int, default=200, help="parallel HTTP firmware downloads")
     parser.add_argument("--ftp-parallel", type=int, default=20, help="parallel FTP clients")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
