@@ -152,8 +152,9 @@ class TftpServer(DatagramProtocol):
 
     def startProtocol(self) -> None:
         handle = self.transport.getHandle()
+        host, _, *scope = handle.getsockname()
         self.family = handle.family
-        self.transfer_address = (handle.getsockname()[0], 0, *handle.getsockname()[2:])
+        self.transfer_address = (host, 0, *scope)
 
     def datagramReceived(self, data: bytes, addr) -> None:
         try:
@@ -404,19 +405,13 @@ class Transfer:
         self.packet = packet
         self.tries = 1
         self.sent_at = time.monotonic()
-        self._write(packet)
+        self._send_to(packet, self.peer)
 
-    def _write(self, packet) -> None:
-        try:
-            self.socket.sendto(packet, self.peer)
-        except OSError:
-            pass  # counted as lost: the timer sends it again
-
-    def _send_to(self, packet: bytes, addr) -> None:
+    def _send_to(self, packet, addr) -> None:
         try:
             self.socket.sendto(packet, addr)
         except OSError:
-            pass  # an answer lost on the way, as UDP may lose it anyway
+            pass  # lost on the way, as UDP may lose it anyway; a DATA is sent again by the timer
 
     def _check(self) -> None:
         """Retransmission timer; re-armed here rather than on every block to keep that path light."""
@@ -432,7 +427,7 @@ class Transfer:
             return
         self.tries += 1
         self.sent_at = time.monotonic()
-        self._write(self.packet)
+        self._send_to(self.packet, self.peer)
         self.timer = self.reactor.callLater(self.timeout, self._check)
 
     # -- end -----------------------------------------------------------------------------------------
