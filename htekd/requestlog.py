@@ -171,13 +171,11 @@ class RequestLog:
         # A name that was not UTF-8 arrives with surrogate escapes: keep them visible, never lose the line.
         line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         with self._lock:
-            if threading.get_ident() != self._loop_thread:
-                self._write(line, flush=True)
-            else:
-                self._write(line, flush=False)
-                if not self._flush_due:
-                    self._flush_due = True
-                    self._call_soon(self._flush)
+            on_loop = threading.get_ident() == self._loop_thread
+            self._write(line, flush=not on_loop)
+            if on_loop and not self._flush_due:
+                self._flush_due = True
+                self._call_soon(self._flush)
             for observer in self.observers:
                 try:
                     observer(entry, client)

@@ -226,6 +226,7 @@ class Transfer:
     def __init__(self, server: TftpServer, peer, client: Client, request: bytes, filename: str, mode: str,
                  options: dict):
         self.server, self.peer, self.client, self.request = server, peer, client, request
+        # Compared field by field: an IPv6 socket's recvfrom() gives a 4-tuple, never equal to `peer`.
         self.peer_host, self.peer_port = peer
         self.filename, self.mode, self.options = filename, mode, options
         self.reactor = server.reactor
