@@ -20,7 +20,6 @@ from pathlib import Path
 
 from htekd import render, tree
 from htekd.aes import encrypt
-from htekd.catalog import catalog
 from htekd.config import ANYWHERE, Config
 from htekd.models import DEVCODE, models
 from htekd.resolution import Client, Entry, Kind, Resolution, Status
@@ -107,7 +106,7 @@ class Resolver:
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
-        return cls(config, tree.load_strict(config.server.root))
+        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters))
 
     @property
     def snapshot(self) -> tree.Snapshot:
@@ -120,7 +119,7 @@ class Resolver:
     def reload(self, config: Config) -> None:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
-            snapshot = tree.load_strict(config.server.root)
+            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters)
             access = config.access
             self._throttle.configure(access.throttle, access.throttle_window, access.throttle_penalty)
             self._state = _State(config, snapshot)
@@ -362,8 +361,7 @@ class Resolver:
         server = state.config.server
         # Every phone, known or not, may fetch a model file: passwords and keys go in phone files only,
         # except the AES key when the administrator asks for that bootstrap explicitly.
-        cat = catalog()
-        values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
+        values = _without_secrets(render.merge(layers), snapshot.secrets)
         defaults = self._defaults(state, protocol, model)
         if server.aes_key_in_model_file:
             defaults.update({render.AUTHENTICATE_CFG_FILE: "1", render.COMMON_AES_KEY: server.aes_key})
@@ -378,8 +376,7 @@ class Resolver:
         facts = self._facts(state, protocol, model, None)
         facts.update(mac=mac, mac_colons=_colons(mac))
         # Anyone can claim an unknown MAC: passwords and keys are for phones in the inventory only.
-        cat = catalog()
-        values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
+        values = _without_secrets(render.merge(layers), snapshot.secrets)
         content = render.render(values, self._defaults(state, protocol, model), facts)
         return self._encrypt(state, content, self._phone_key(state, None))
 
@@ -467,6 +464,10 @@ class Resolver:
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
                 entries.append(Entry(child.name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
         return entries
+
+
+def _without_secrets(values: dict, secrets: frozenset) -> dict:
+    return {code: value for code, value in values.items() if code not in secrets}
 
 
 def _with_etag(content: bytes) -> tuple[bytes, str]:

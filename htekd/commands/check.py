@@ -36,12 +36,12 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
             continue  # a hand-made file in files/ overrides it
         settings = phonexml.parse(resolution.content)
         for setting in settings:
-            message = cat.check(setting.code, setting.value) if cat.get(setting.code) else None
+            message = cat.check(setting.key, setting.value) if cat.get(setting.key) else None
             if message:
-                problems.append(tree.Problem(file, line, f"{setting.code} for {resolution.path}: {message}"))
+                problems.append(tree.Problem(file, line, f"{setting.key} for {resolution.path}: {message}"))
         phone = snapshot.phones.get(target)
         if phone is not None:
-            offer = firmware_offer({s.code: s.value for s in settings}, config.public_url("http"), snapshot.files,
+            offer = firmware_offer({s.key: s.value for s in settings}, config.public_url("http"), snapshot.files,
                                    models().get(phone.model) if phone.model else None)
             for name in offer.missing if offer else ():
                 key = (phone.model, offer.folder, offer.version, name)
@@ -79,7 +79,7 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 def run(args) -> int:
     config = load_config(args.config)
-    snapshot, problems = tree.load(config.server.root)
+    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)
