@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from htekd import phonexml
 from htekd.catalog import OTHER_SECTION, catalog
@@ -64,7 +64,7 @@ def substitute(value: Value, facts: Mapping[str, str]) -> str | None:
 
 
 def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]) -> bytes:
-    """The phone's XML: catalog order with section comments, unknown P-codes last.
+    """The phone's XML for these layered values, placeholders filled in (see layout()).
 
     `defaults` (server paths, upgrade mode, resource URLs) apply where no layer set the parameter,
     or a layer left it at the phone's factory value (a phone's own download as a layer).
@@ -76,6 +76,12 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
         text = substitute(value, facts)
         if text is not None:
             final[code] = text
+    return layout(final, lambda code: values[code].para if code in values else "")
+
+
+def layout(final: Mapping[str, str], para_of: Callable[[str], str]) -> bytes:
+    """`final` (P-code -> value) in the phone's XML: catalog order with section comments, codes the
+    catalog does not know last, under the name `para_of` gives them (kept for the people who read the file)."""
     cat = catalog()
     known, unknown = [], []
     for code in final:  # one catalog look-up per parameter: this is the hot path of every request
@@ -95,6 +101,5 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
     unknown.sort(key=lambda code: int(code[1:]))
     if unknown and section != OTHER_SECTION:
         lines.append(phonexml.comment(OTHER_SECTION))
-    # A code the catalog does not know keeps the name it was given, for the people who read the file.
-    lines.extend(phonexml.element(code, values[code].para if code in values else "", final[code]) for code in unknown)
+    lines.extend(phonexml.element(code, para_of(code), final[code]) for code in unknown)
     return phonexml.document(lines)

@@ -109,12 +109,14 @@ class Snapshot:
     loaded_at: float = field(default_factory=time.time)
 
 
-class _Loader:
-    def __init__(self, root: Path, secret_parameters: frozenset = frozenset()):
-        self.root = root
+class SettingsReader:
+    """Reads settings in the phone's XML (or the forms peers write) into P-code -> Value, collecting
+    every problem and the P-codes that hold secrets."""
+
+    def __init__(self, secret_parameters: frozenset = frozenset()):
         self.problems: list[Problem] = []
         self.marked_secret = secret_parameters  # P-codes the administrator marked in htekd.conf
-        self.secrets: set[str] = set()  # every secret P-code met, for the snapshot
+        self.secrets: set[str] = set()  # every secret P-code met
         self.unknown_reported: dict[str, set[str]] = {}  # file -> unknown P-codes already reported
 
     def error(self, file: str, line: int, message: str) -> None:
@@ -123,41 +125,24 @@ class _Loader:
     def warn(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(file, line, message, "warning"))
 
-    def rel(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
-
-    # -- settings layers -------------------------------------------------------------------
-
-    def layer(self, path: Path) -> Layer:
-        name = self.rel(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            self.error(name, 0, f"cannot read: {exc.strerror}")
-            return Layer(name, MappingProxyType({}))
-        try:
-            document = phonexml.read(data)
-        except phonexml.PhoneXmlError as exc:
-            self.error(name, exc.line, str(exc))
-            return Layer(name, MappingProxyType({}))
+    def read(self, file: str, data: bytes) -> dict[str, Value]:
+        """The values `data` sets, a later one for the same P-code winning (PhoneXmlError if unreadable)."""
+        document = phonexml.read(data)
         for repair in document.repairs:
-            self.warn(name, repair.line, repair.message)
+            self.warn(file, repair.line, repair.message)
         values: dict[str, Value] = {}
         first_line: dict[str, int] = {}
         for setting in document.settings:
-            code = self.setting_code(name, setting)
+            code = self.setting_code(file, setting)
             if code is None:
                 continue
             if code in first_line:
-                self.warn(name, setting.line, f"{code} is set twice in this file (first on line {first_line[code]}); "
+                self.warn(file, setting.line, f"{code} is set twice in this file (first on line {first_line[code]}); "
                           "the later value wins")
             else:
                 first_line[code] = setting.line
-            values[code] = self.value(name, setting.line, code, setting.value, setting.para)
-        return Layer(name, MappingProxyType(values))
+            values[code] = self.value(file, setting.line, code, setting.value, setting.para)
+        return values
 
     def setting_code(self, file: str, setting: phonexml.Setting) -> str | None:
         """The P-code a setting sets, reporting what a template may have got wrong; None if it names nothing known."""
@@ -212,6 +197,33 @@ class _Loader:
             self.error(file, line, f"{code}: {problem}")
         return Value(text, f"{file}:{line}", used, para=para if param is None else "",
                      factory=_is_factory(param, text), literal=literal)
+
+
+
+class _Loader(SettingsReader):
+    def __init__(self, root: Path, secret_parameters: frozenset = frozenset()):
+        super().__init__(secret_parameters)
+        self.root = root
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # -- settings layers -------------------------------------------------------------------
+
+    def layer(self, path: Path) -> Layer:
+        name = self.rel(path)
+        try:
+            values = self.read(name, path.read_bytes())
+        except OSError as exc:
+            self.error(name, 0, f"cannot read: {exc.strerror}")
+            return Layer(name, MappingProxyType({}))
+        except phonexml.PhoneXmlError as exc:
+            self.error(name, exc.line, str(exc))
+            return Layer(name, MappingProxyType({}))
+        return Layer(name, MappingProxyType(values))
 
     def layer_dir(self, folder: str, kind: str) -> dict[str, Layer]:
         layers: dict[str, Layer] = {}
