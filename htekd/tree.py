@@ -17,7 +17,8 @@ from types import MappingProxyType
 from typing import Mapping
 
 from htekd import phonexml
-from htekd.catalog import AmbiguousName, CatalogError, Param, UnknownParameter, catalog, is_pcode, secret_name
+from htekd.catalog import (AmbiguousName, CatalogError, Param, UnknownParameter, catalog, is_pcode, name_key,
+                           secret_name)
 from htekd.models import models
 
 MAC_INPUT = re.compile(r"\A(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4})\Z")
@@ -286,7 +287,12 @@ class _Loader(SettingsReader):
                 columns[index] = key
             elif is_pcode(column) or _is_parameter_name(column):
                 try:
-                    code = catalog().lookup(column).code
+                    param = catalog().lookup(column)
+                    code = param.code
+                    if re.fullmatch(r"[A-Za-z]+", column) and name_key(column) != name_key(param.name):
+                        # One plain word another system gives a parameter ("Type", "Active") may be a note.
+                        self.warn(name, 1, f"column {column!r} sets {code} ({param.name}), a name other systems use "
+                                  "for it; prefix it with # if it is a note")
                 except UnknownParameter:
                     code = f"P{int(column[1:])}"
                     self.unknown_code(name, 1, code, "", f"column {column!r}: ")

@@ -206,6 +206,15 @@ def test_peer_names_work_as_phones_csv_columns_and_placeholders_name_any_column(
     assert "P20200" not in model  # no phone row: the parameter is left out, as for any placeholder
 
 
+def test_a_plain_word_column_that_a_peer_uses_as_a_name_is_pointed_out(tmp_path):
+    make_site(tmp_path, csv=f"mac,Type,IPLeaseTime\n{MAC},3,3600\n")
+    snapshot, problems = tree.load(tmp_path / "root")
+    assert [str(p) for p in problems if "column" in str(p)] == [
+        "phones.csv:1: warning: column 'Type' sets P8725 (NW_Adv_Type), a name other systems use for it; "
+        "prefix it with # if it is a note"]
+    assert {code: value.value for code, value in snapshot.phones[MAC].values.items()} == {"P8725": "3", "P112": "3600"}
+
+
 def test_catalog_knows_the_peers_codes_and_names_with_where_they_were_seen():
     cat = catalog()
     assert len(cat.peer_params) >= 160
