@@ -80,12 +80,16 @@ def _html_entity(match: re.Match) -> bytes:
 
 def _well_formed(data: bytes, repairs: list[Repair]) -> bytes:
     """`data` with each bare `&` and undefined entity escaped, so the value keeps them as written."""
+    counted = [0, 1]  # offset up to which newlines are counted, and the line there
+
     def repair(match: re.Match) -> bytes:
         name = match["name"]
         if match["bare"] is None and (name is None or name.decode() in _XML_ENTITIES
                                       or name.decode() + ";" in html.entities.html5):
             return match.group(0)
-        line = 1 + data.count(b"\n", 0, match.start())
+        counted[1] += data.count(b"\n", counted[0], match.start())
+        counted[0] = match.start()
+        line = counted[1]
         if name is None:
             found = Repair(line, "bare '&' kept as written (XML wants '&amp;')")
         else:
