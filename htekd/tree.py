@@ -30,6 +30,7 @@ FACTS = (
     "mac", "mac_colons", "model", "group", "devcode", "protocol",
     "server_url", "server_host", "config_url", "firmware_url", "firmware_file",
 )
+SUGGESTED_NAMES = 10  # unknown element names per file that get the closest known names suggested
 _GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # Characters XML 1.0 cannot carry: a file holding one is unreadable for the phone.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -104,7 +105,6 @@ class Snapshot:
     groups: Mapping[str, Layer]
     phone_layers: Mapping[str, Layer]  # mac -> settings/phones/<mac>.xml
     phones: Mapping[str, Phone]
-    variables: frozenset  # column names usable as placeholders
     resource_names: frozenset  # files present directly under files/ at load time
     secrets: frozenset = frozenset()  # P-codes set anywhere in the tree that hold a credential
     loaded_at: float = field(default_factory=time.time)
@@ -118,7 +118,12 @@ class SettingsReader:
         self.problems: list[Problem] = []
         self.marked_secret = secret_parameters  # P-codes the administrator marked in htekd.conf
         self.secrets: set[str] = set()  # every secret P-code met
-        self.unknown_reported: dict[str, set[str]] = {}  # file -> unknown P-codes already reported
+        self.secret_names: dict[str, tuple[str, str]] = {}  # P-code -> (name, file) that made it secret
+        # Unknown P-codes, once per file: (file, code) -> (where in problems, line, para, prefix); reported
+        # by report_unknown_codes() once every file is read, since a name in one file makes a code secret in all.
+        self.unknown_found: dict[tuple[str, str], tuple[int, int, str, str]] = {}
+        self.unknown_paras: dict[str, str] = {}  # unknown P-code -> the first name it was given
+        self.suggestions_left: dict[str, int] = {}  # file -> unknown element names still given suggestions
 
     def error(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(file, line, message))
@@ -155,7 +160,9 @@ class SettingsReader:
                 self.error(file, setting.line, f"<{setting.key}>: {exc}")
                 return None
             except UnknownParameter:
-                close = cat.suggest(setting.key)
+                left = self.suggestions_left.setdefault(file, SUGGESTED_NAMES)
+                self.suggestions_left[file] = left - 1
+                close = cat.suggest(setting.key) if left > 0 else []  # each costs a scan of every name
                 hint = f" (did you mean {', '.join(close)}?)" if close else " (write it as a P-code if the phone has it)"
                 self.error(file, setting.line, f"<{setting.key}> is not a parameter name htekd knows{hint}")
                 return None
@@ -171,24 +178,34 @@ class SettingsReader:
         return code
 
     def unknown_code(self, file: str, line: int, code: str, para: str, where: str = "") -> None:
-        """One warning per unknown code and file, saying how it is treated and why (`where`: e.g. the column)."""
-        reported = self.unknown_reported.setdefault(file, set())
-        if code in reported:
-            return
-        reported.add(code)
-        named = f" (para {para!r})" if para else ""
-        if code in self.marked_secret:
-            how = "treated as a secret: [htekd] secret_parameters marks it"
-        elif para and secret_name(para):
-            how = "treated as a secret: its name says it holds a credential"
-        else:
-            how = "not treated as a secret (add it to [htekd] secret_parameters if it holds a credential)"
-        self.warn(file, line, f"{where}{code}{named} is not in the parameter catalog: sent as is, {how}")
+        """Note an unknown code, reported once per file (`where`: e.g. the column) by report_unknown_codes()."""
+        self.unknown_found.setdefault((file, code), (len(self.problems), line, para, where))
+
+    def report_unknown_codes(self) -> None:
+        """One warning per unknown code and file, saying how it is treated and why, where it was found."""
+        for (file, code), (index, line, para, where) in reversed(self.unknown_found.items()):
+            named = f" (para {para!r})" if para else ""
+            if code in self.marked_secret:
+                how = "treated as a secret: [htekd] secret_parameters marks it"
+            elif code in self.secret_names:
+                name, source = self.secret_names[code]
+                how = f"treated as a secret: its name {name!r}{'' if source == file else f' in {source}'} says so"
+            else:
+                how = "not treated as a secret (add it to [htekd] secret_parameters if it holds a credential)"
+            self.problems.insert(index, Problem(file, line, f"{where}{code}{named} is not in the parameter catalog: "
+                                                f"sent as is, {how}", "warning"))
+        self.unknown_found.clear()
 
     def value(self, file: str, line: int, code: str, text: str, para: str = "") -> Value:
         cat = catalog()
         param = cat.get(code)
-        secret = code in self.marked_secret or cat.is_secret(code) or secret_name(para)
+        if param is None:  # a name given once is kept for the rendered file, whichever layer wins
+            para = para or self.unknown_paras.get(code, "")
+            if para:
+                self.unknown_paras.setdefault(code, para)
+        if para and secret_name(para):
+            self.secret_names.setdefault(code, (para, file))
+        secret = code in self.marked_secret or cat.is_secret(code) or code in self.secret_names
         if secret:
             self.secrets.add(code)
         literal = param is not None and not cat.takes_placeholders(param)
@@ -198,7 +215,6 @@ class SettingsReader:
             self.error(file, line, f"{code}: {problem}")
         return Value(text, f"{file}:{line}", used, para=para if param is None else "",
                      factory=_is_factory(param, text), literal=literal)
-
 
 
 class _Loader(SettingsReader):
@@ -433,13 +449,15 @@ def load(root: Path, secret_parameters: frozenset = frozenset()) -> tuple[Snapsh
     root = Path(root)
     loader = _Loader(root, frozenset(secret_parameters))
     try:
-        return _load(root, loader), loader.problems
+        snapshot = _load(root, loader)
+        loader.report_unknown_codes()
+        return snapshot, loader.problems
     except OSError as exc:  # a folder htekd may not enter, say: every other read reports its own file
         loader.error(loader.rel(Path(exc.filename or root)), 0, f"cannot read: {exc.strerror}")
     except _NoRoot:
         loader.error(str(root), 0, "content tree root does not exist")
     empty = MappingProxyType({})
-    return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset(), frozenset()), loader.problems
+    return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset()), loader.problems
 
 
 class _NoRoot(Exception):
@@ -522,7 +540,6 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
         groups=MappingProxyType(group_layers),
         phone_layers=MappingProxyType(phone_layers),
         phones=MappingProxyType(phones),
-        variables=frozenset(variables) | from_columns.keys(),
         resource_names=resource_names,
         secrets=frozenset(loader.secrets),
     )
