@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from htekd import phonexml
 from htekd.catalog import AmbiguousName, UnknownParameter, catalog, is_pcode
@@ -22,7 +22,7 @@ from htekd.models import models
 MAC_INPUT = re.compile(r"\A(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4})\Z")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 # Columns of phones.csv that are not parameters.
-RESERVED_COLUMNS = ("mac", "model", "group", "aes_key")
+RESERVED_COLUMNS = ("mac", "model", "group", "aes_key", "timezone", "phonebook")
 # Facts htekd knows about every request; usable as {placeholders} anywhere.
 FACTS = (
     "mac", "mac_colons", "model", "group", "devcode", "protocol",
@@ -85,6 +85,7 @@ class Phone:
     values: Mapping[str, Value]  # parameters from the row (non-empty cells)
     variables: Mapping[str, str]  # other columns, for {placeholders}
     aes_key: str = ""
+    in_phonebook: bool = True  # phones.csv column phonebook = no keeps a phone out of phonebook.xml
 
 
 EMPTY_LAYER = Layer("", MappingProxyType({}))
@@ -101,6 +102,8 @@ class Snapshot:
     phones: Mapping[str, Phone]
     variables: frozenset  # column names usable as placeholders
     resource_names: frozenset  # files present directly under files/ at load time
+    keys: object = None  # keys.KeyTable of settings/keys.csv (None: no table)
+    contacts: tuple = ()  # phonebook.Entry rows of settings/contacts.csv
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -285,6 +288,10 @@ class _Loader:
                     self.error(file, line, f"column {header[index]!r}: {problem}")
             elif cell != "":
                 values[key] = self.value(file, line, key, cell)
+        _timezone_value(self, file, line, by_key.get("timezone", ""), values)
+        in_phonebook = by_key.get("phonebook", "").lower()
+        if in_phonebook not in ("", "yes", "no"):
+            self.error(file, line, f"phonebook: expected yes, no or empty, got {in_phonebook!r}")
         aes_key = by_key.get("aes_key", "")
         if aes_key:
             from htekd.aes import InvalidKey, parse_key
@@ -294,7 +301,25 @@ class _Loader:
             except InvalidKey as exc:
                 self.error(file, line, f"aes_key: {exc}")
                 aes_key = ""
-        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key)
+        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key,
+                     in_phonebook != "no")
+
+
+def _timezone_value(loader: _Loader, file: str, line: int, zone: str, values: dict[str, Value]) -> None:
+    """A phone's timezone column, as the P64 of its row unless the row sets P64 itself."""
+    from htekd.timezones import TIMEZONE_CODE, UnknownZone, index_of
+
+    if not zone:
+        return
+    try:
+        index, problem = index_of(zone)
+    except UnknownZone as exc:
+        loader.error(file, line, f"timezone: {exc}")
+        return
+    if problem:
+        loader.warn(file, line, problem)
+    elif TIMEZONE_CODE not in values:
+        values[TIMEZONE_CODE] = Value(index, f"{file}:{line}")
 
 
 def _not_xml(text: str) -> str | None:
@@ -317,12 +342,14 @@ def _is_parameter_name(column: str) -> bool:
     return True
 
 
-def load(root: Path) -> tuple[Snapshot, list[Problem]]:
-    """Read the whole tree. Returns the snapshot and every problem found (errors and warnings)."""
+def load(root: Path, used_columns: Iterable[str] = ()) -> tuple[Snapshot, list[Problem]]:
+    """Read the whole tree. Returns the snapshot and every problem found (errors and warnings).
+
+    `used_columns`: phones.csv columns htekd.conf names (the phonebook's), which are not notes."""
     root = Path(root)
     loader = _Loader(root)
     try:
-        return _load(root, loader), loader.problems
+        return _load(root, loader, frozenset(used_columns)), loader.problems
     except OSError as exc:  # a folder htekd may not enter, say: every other read reports its own file
         loader.error(loader.rel(Path(exc.filename or root)), 0, f"cannot read: {exc.strerror}")
     except _NoRoot:
@@ -335,7 +362,7 @@ class _NoRoot(Exception):
     pass
 
 
-def _load(root: Path, loader: _Loader) -> Snapshot:
+def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
     if not root.is_dir():
         raise _NoRoot
     files = root / "files"
@@ -360,9 +387,14 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
             continue
         phone_layers[mac] = layer
     phones, variables = loader.phones(root / "phones.csv")
+    from htekd import keys, phonebook
+
+    layers = {"common": common, "models": model_layers, "groups": group_layers, "phone_layers": phone_layers}
+    key_table = keys.load(loader, root, phones, layers, variables)
+    contacts = phonebook.load_contacts(loader, root)
 
     known = set(FACTS) | set(variables)
-    used: set[str] = set()
+    used: set[str] = set(key_table.variables) | used_columns
     for layer in (common, *model_layers.values(), *group_layers.values(), *phone_layers.values()):
         for code, value in layer.values.items():
             used |= value.variables
@@ -401,12 +433,14 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
         phones=MappingProxyType(phones),
         variables=frozenset(variables),
         resource_names=resource_names,
+        keys=key_table,
+        contacts=contacts,
     )
 
 
-def load_strict(root: Path) -> Snapshot:
+def load_strict(root: Path, used_columns: Iterable[str] = ()) -> Snapshot:
     """The snapshot the daemon serves: any error refuses the whole tree."""
-    snapshot, problems = load(root)
+    snapshot, problems = load(root, used_columns)
     if any(p.severity == "error" for p in problems):
         raise TreeError(problems)
     return snapshot
