@@ -126,6 +126,7 @@ def load(loader, root: Path, phones: Mapping, layers: Mapping, known_variables: 
         return EMPTY
     known = frozenset(known_variables) | frozenset(FACTS)
     accounts = _ActiveAccounts(layers)
+    reach = _Reach(phones)
     scopes: dict[Scope, dict[Key, Mapping[str, Value]]] = {}
     first_line: dict[tuple[Scope, Key], int] = {}
     used: set[str] = set()
@@ -141,7 +142,7 @@ def load(loader, root: Path, phones: Mapping, layers: Mapping, known_variables: 
         first_line[scope, key] = row.line
         used |= parsed.variables
         scopes.setdefault(scope, {})[key] = MappingProxyType(parsed.parameters)
-        reached = _phones_in(scope, phones)
+        reached = reach.phones(scope)
         if scope[0] == "phone" and not reached:
             loader.warn(FILE, row.line, f"phone {scope[1]} is not in phones.csv: this row is not used")
         if key.module == 0:
@@ -257,14 +258,19 @@ def _scope_text(scope: Scope) -> str:
     return scope[0] if scope[0] == "all" else f"{scope[0]}:{scope[1]}" if scope[0] != "phone" else scope[1]
 
 
-def _phones_in(scope: Scope, phones: Mapping) -> list:
-    kind, name = scope
-    if kind == "all":
-        return list(phones.values())
-    if kind == "phone":
-        return [phones[name]] if name in phones else []
-    attribute = "model" if kind == "model" else "group"
-    return [phone for phone in phones.values() if getattr(phone, attribute) == name]
+class _Reach:
+    """The phones of the inventory a scope reaches, indexed once (thousands of phones, thousands of rows)."""
+
+    def __init__(self, phones: Mapping):
+        self.scopes: dict[Scope, list] = {("all", ""): list(phones.values())}
+        for phone in phones.values():
+            self.scopes[("phone", phone.mac)] = [phone]
+            for kind, name in (("model", phone.model), ("group", phone.group)):
+                if name:
+                    self.scopes.setdefault((kind, name), []).append(phone)
+
+    def phones(self, scope: Scope) -> list:
+        return self.scopes.get(scope, [])
 
 
 def _count(phones: list) -> str:
@@ -306,15 +312,19 @@ class _ActiveAccounts:
     def __init__(self, layers: Mapping):
         self.common, self.models = layers["common"], layers["models"]
         self.groups, self.phone_layers = layers["groups"], layers["phone_layers"]
+        self.known: dict[tuple[str, int], bool] = {}  # (mac, account) -> active: many rows ask of one phone
 
     def active(self, phone, account: int) -> bool:
-        cat = catalog()
-        active = cat.lookup(f"Account{account}_Active")
-        user = cat.lookup(f"Account{account}_SipUserId").code
-        merged = {active.code: Value(active.default, "")}
-        for values in self._layers(phone):
-            merged.update((code, values[code]) for code in (active.code, user) if code in values)
-        return merged[active.code].value == "1" and bool(merged.get(user, Value("", "")).value)
+        key = (phone.mac, account)
+        if key not in self.known:
+            cat = catalog()
+            active = cat.lookup(f"Account{account}_Active")
+            user = cat.lookup(f"Account{account}_SipUserId").code
+            merged = {active.code: Value(active.default, "")}
+            for values in self._layers(phone):
+                merged.update((code, values[code]) for code in (active.code, user) if code in values)
+            self.known[key] = merged[active.code].value == "1" and bool(merged.get(user, Value("", "")).value)
+        return self.known[key]
 
     def _layers(self, phone) -> list[Mapping[str, Value]]:
         layers = [self.common.values]
