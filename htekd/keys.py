@@ -255,7 +255,11 @@ def _line_key_max() -> int:
 
 
 def _scope_text(scope: Scope) -> str:
-    return scope[0] if scope[0] == "all" else f"{scope[0]}:{scope[1]}" if scope[0] != "phone" else scope[1]
+    """As keys.csv writes it."""
+    kind, name = scope
+    if kind == "all":
+        return kind
+    return name if kind == "phone" else f"{kind}:{name}"
 
 
 class _Reach:

@@ -32,7 +32,8 @@ _GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 class Entry:
     name: str
     numbers: tuple[str, ...]
-    group: str | None  # None: in every book
+    group: str | None
+    shared: bool = False  # in every book: a contact that names no group
 
     @property
     def sort_key(self) -> tuple:
@@ -66,7 +67,7 @@ def load_contacts(loader, root: Path) -> tuple[Entry, ...]:
         elif group and not _GROUP_NAME.match(group):
             loader.error(FILE, row.line, f"bad group name {group!r} (letters, digits, '.', '_', '-')")
         else:
-            contacts.append(Entry(name, numbers, group or None))
+            contacts.append(Entry(name, numbers, group or None, shared=not group))
     return tuple(contacts)
 
 
@@ -99,7 +100,7 @@ class Book:
     def entries_for(self, group: str | None) -> list[Entry]:
         if group is None:
             return list(self.entries)
-        return [entry for entry in self.entries if entry.group in (None, group)]
+        return [entry for entry in self.entries if entry.shared or entry.group == group]
 
     def has(self, group: str | None) -> bool:
         return group is None or group in self.groups
@@ -121,7 +122,7 @@ def build(phones: Mapping[str, Phone], contacts: Iterable[Entry], settings: Phon
             entries.append(Entry(name, numbers, phone.group))
     filled = frozenset(entry.group for entry in entries if entry.group)
     groups = frozenset(phone.group for phone in phones.values() if phone.group) | filled
-    shared = any(entry.group is None for entry in entries)
+    shared = any(entry.shared for entry in entries)
     return Book(tuple(sorted(entries, key=lambda entry: entry.sort_key)), groups, filled, shared)
 
 

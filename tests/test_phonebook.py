@@ -19,6 +19,7 @@ mac,model,group,timezone,phonebook,Account1_SipUserId,Account1_AuthenticatePassw
 00-1F-C1-00-00-03,UC912G,support,America/New_York,no,1003,s3cret-1003,"Smith, John",,1003
 00:1f:c1:00:00:04,UC924,support,,,1004,s3cret-1004,Émile <Dupont> & Co,,1004
 00:1f:c1:00:00:05,UC924,,,,,,Nobody Without A Number,,
+00:1f:c1:00:00:06,UC924,,,,1006,s3cret-1006,No Group,,1006
 """
 CONTACTS = """\
 name,number,number2,group,#note
@@ -70,6 +71,7 @@ def test_phonebook_and_phone_files_over_every_protocol(daemon, site):
     assert books["http"] == rendered
     assert book(books["tftp"]) == [
         ("Émile <Dupont> & Co", ["1004"]),
+        ("No Group", ["1006"]),
         ("Pizza Roma", ["+49 30 123456", "+49 30 654321"]),
         ("Sales hotline", ["800"]),
         ("Zoë Müller", ["1001", "+49 170 1111"]),
@@ -99,7 +101,7 @@ def test_per_group_books_on_request(daemon, site):
     assert book(sales) == [("Pizza Roma", ["+49 30 123456", "+49 30 654321"]), ("Sales hotline", ["800"]),
                            ("Zoë Müller", ["1001", "+49 170 1111"]), ("王伟", ["1002"])]
     assert [name for name, _ in book(fetch(d, "ftp", "phonebook-support.xml"))] == ["Émile <Dupont> & Co", "Pizza Roma"]
-    assert len(book(fetch(d, "http", "phonebook.xml"))) == 5
+    assert len(book(fetch(d, "http", "phonebook.xml"))) == 6  # with the phone that has no group
     missing = curl(d, "http", "phonebook-nosuchgroup.xml", "-o", "/dev/null", "-w", "%{http_code}")
     assert missing.stdout == b"404"
     phone = params_of(fetch(d, "http", "cfg001fc1000004.xml"))
