@@ -387,7 +387,7 @@ def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
             continue
         phone_layers[mac] = layer
     phones, variables = loader.phones(root / "phones.csv")
-    from htekd import keys, phonebook
+    from htekd import keys, phonebook  # here, not at the top: both build on this module's Value and Phone
 
     layers = {"common": common, "models": model_layers, "groups": group_layers, "phone_layers": phone_layers}
     key_table = keys.load(loader, root, phones, layers, variables)
