@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 from htekd import csvfile
 from htekd.catalog import CatalogError, catalog, parse_tsv
 from htekd.models import models
-from htekd.tree import FACTS, PLACEHOLDER, Value, normalise_mac
+from htekd.tree import PLACEHOLDER, Value, normalise_mac
 
 FILE = "settings/keys.csv"
 COLUMNS = ("applies_to", "key", "type", "value", "label", "account")
@@ -117,14 +117,15 @@ EMPTY = KeyTable()
 
 def load(loader, root: Path, phones: Mapping, layers: Mapping, known_variables: Iterable[str]) -> KeyTable:
     """Read settings/keys.csv (an empty table when there is none). `layers` are the settings layers
-    (common, models, groups, phone_layers) that decide which accounts each phone has active."""
+    (common, models, groups, phone_layers) that decide which accounts each phone has active;
+    `known_variables` the placeholders a value may use."""
     path = root / "settings" / "keys.csv"
     if not path.exists():
         return EMPTY
     table = csvfile.read(loader, path, FILE, lambda column: column in COLUMNS, ("applies_to", "key", "type"))
     if table is None:
         return EMPTY
-    known = frozenset(known_variables) | frozenset(FACTS)
+    known = frozenset(known_variables)
     accounts = _ActiveAccounts(layers)
     reach = _Reach(phones)
     scopes: dict[Scope, dict[Key, Mapping[str, Value]]] = {}

@@ -389,11 +389,11 @@ def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
     phones, variables = loader.phones(root / "phones.csv")
     from htekd import keys, phonebook  # here, not at the top: both build on this module's Value and Phone
 
+    known = set(FACTS) | set(variables)
     layers = {"common": common, "models": model_layers, "groups": group_layers, "phone_layers": phone_layers}
-    key_table = keys.load(loader, root, phones, layers, variables)
+    key_table = keys.load(loader, root, phones, layers, known)
     contacts = phonebook.load_contacts(loader, root)
 
-    known = set(FACTS) | set(variables)
     used: set[str] = set(key_table.variables) | used_columns
     for layer in (common, *model_layers.values(), *group_layers.values(), *phone_layers.values()):
         for code, value in layer.values.items():

@@ -203,3 +203,25 @@ def test_the_book_follows_a_reload_and_a_broken_edit_keeps_the_last_good_one(dae
     assert d.reload() == ("htekd: reload failed: settings/contacts.csv:4: error: "
                           "a contact needs a name and at least one number")
     assert fetch(d, "tftp", "phonebook.xml") == after
+
+
+def test_without_mac_a_hand_made_file_and_turning_it_off(tmp_path: Path):
+    from contenttree import resolver_for
+    from htekd.resolution import Client, Kind, Status
+
+    csv = PHONES.replace(",mobile,extension", ",#mobile,#extension")
+    conf = make_site(tmp_path, csv=csv)
+    conf.write_text(conf.read_text() + "\n[access]\nwithout_mac = deny\n")
+    resolver = resolver_for(conf)
+    refused = resolver.resolve("phonebook.xml", Client("http", "127.0.0.1", 1, "curl/8"))
+    assert (refused.kind, refused.status, refused.reason) == (Kind.PHONEBOOK, Status.DENIED, "the User-Agent names no MAC")
+    phone = Client("http", "127.0.0.1", 1, "Htek UC924 2.0.4.2 00:1f:c1:00:00:01")
+    assert resolver.resolve("phonebook.xml", phone).ok
+    assert resolver.resolve("phonebook.xml", Client("tftp", "127.0.0.1", 1)).ok  # TFTP carries no User-Agent
+    write(tmp_path / "root" / "files" / "phonebook.xml", b"<PhoneDirectory/>\n")
+    assert resolver.resolve("phonebook.xml", phone).kind is Kind.STATIC
+    conf.write_text(conf.read_text() + "\n[phonebook]\nenabled = no\n")
+    (tmp_path / "root" / "files" / "phonebook.xml").unlink()
+    resolver = resolver_for(conf)
+    assert resolver.resolve("phonebook.xml", phone).status is Status.NOT_FOUND
+    assert "P4401" not in params_of(resolver.resolve("cfg001fc1000001.xml", phone).content)
