@@ -6,6 +6,7 @@ import configparser
 import hashlib
 import ipaddress
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ class ServerConfig:
     encrypt: tuple[str, ...] = ("phone",)  # which generated files a key applies to
     aes_key_in_model_file: bool = False  # bootstrap: hand aes_key to phones in clear in cfg<devcode>.xml
     secret_parameters: frozenset = frozenset()  # P-codes secret beyond those the catalog and their names make so
+    timezone: str = ""  # IANA zone for every phone's P64 unless phones.csv or a layer says otherwise
 
     @property
     def path_prefix(self) -> str:
@@ -171,6 +173,20 @@ class SipConfig:
 
 
 @dataclass(frozen=True)
+class PhonebookConfig:
+    enabled: bool = True  # serve phonebook.xml and fill in P4401/P3316
+    title: str = "Company"  # P3316: the book's name on the phone
+    name: str = "Account1_DispalyName"  # phones.csv column of an entry's name
+    numbers: tuple[str, ...] = ("Account1_SipUserId",)  # phones.csv columns of its numbers
+    per_group: bool = False  # also phonebook-<group>.xml, given to the phones of that group
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The phones.csv columns the book reads."""
+        return (self.name, *self.numbers) if self.enabled else ()
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     server: ServerConfig
@@ -181,6 +197,7 @@ class Config:
     access: AccessConfig = AccessConfig()
     pnp: PnpConfig = PnpConfig()
     sip: SipConfig = SipConfig()
+    phonebook: PhonebookConfig = PhonebookConfig()
 
     @property
     def provisioning_url(self) -> str:
@@ -202,7 +219,7 @@ class Config:
 
 _SECTIONS = {
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
-              "aes_key_in_model_file", "secret_parameters"},
+              "aes_key_in_model_file", "secret_parameters", "timezone"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout", "user", "password"},
@@ -210,6 +227,7 @@ _SECTIONS = {
     "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
     "sip": {"user", "password"},
+    "phonebook": {"enabled", "title", "name", "numbers", "per_group"},
 }
 
 _DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
@@ -348,7 +366,15 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         encrypt=encrypt,
         aes_key_in_model_file=read.boolean("htekd", "aes_key_in_model_file", False),
         secret_parameters=_secret_parameters(read),
+        timezone=read.get("htekd", "timezone", ""),
     )
+    if server.timezone:
+        from htekd.timezones import UnknownZone, standard_offset
+
+        try:
+            standard_offset(server.timezone)
+        except UnknownZone as exc:
+            raise read.error("htekd", "timezone", str(exc)) from None
     if server.aes_key_in_model_file and not server.aes_key:
         raise read.error("htekd", "aes_key_in_model_file", "needs aes_key")
     if server.aes_key_in_model_file and "model" in server.encrypt:
@@ -409,6 +435,21 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         access=_access(read),
         pnp=_pnp(read),
         sip=_sip(read),
+        phonebook=_phonebook(read),
+    )
+
+
+def _phonebook(read: _Reader) -> PhonebookConfig:
+    defaults = PhonebookConfig()
+    title = read.get("phonebook", "title", defaults.title)
+    if any(unicodedata.category(c) == "Cc" for c in title):
+        raise read.error("phonebook", "title", "control characters do not belong in a name")
+    return PhonebookConfig(
+        enabled=read.boolean("phonebook", "enabled", defaults.enabled),
+        title=title,
+        name=read.get("phonebook", "name", defaults.name),
+        numbers=tuple(read.get("phonebook", "numbers", " ".join(defaults.numbers)).split()),
+        per_group=read.boolean("phonebook", "per_group", defaults.per_group),
     )
 
 

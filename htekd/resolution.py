@@ -13,6 +13,7 @@ class Kind(str, enum.Enum):
     MODEL_CONFIG = "model-config"  # cfg<devcode>.xml
     PHONE_CONFIG = "phone-config"  # cfg<mac>.xml of a phone in the inventory
     UNKNOWN_PHONE = "unknown-phone"  # cfg<mac>.xml of a phone not in the inventory
+    PHONEBOOK = "phonebook"  # phonebook.xml, phonebook-<group>.xml: generated from the inventory
     PRIVATE = "private"  # cfg<mac>: the vendor's binary backup format, never served
     FIRMWARE = "firmware"  # fw*.rom, boot_*.bin, img_*.bin
     RESOURCE = "resource"  # ring tones, language and help tars, images

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from htekd import render, tree
+from htekd import keys, phonebook, render, timezones, tree
 from htekd.aes import encrypt
 from htekd.config import ANYWHERE, Config
 from htekd.models import DEVCODE, models
@@ -84,6 +84,15 @@ class _State:
         self.prefix = [s for s in self.config.server.path_prefix.split("/") if s]
         self.files_folder = os.fspath(self.snapshot.files)
 
+    @functools.cached_property
+    def phonebook(self) -> phonebook.Book:
+        """Built once per snapshot, at its first use (two threads may both build it: same result)."""
+        return phonebook.build(self.snapshot.phones, self.snapshot.contacts, self.config.phonebook)
+
+    @property
+    def keys(self) -> keys.KeyTable:
+        return self.snapshot.keys or keys.EMPTY
+
     def allows(self, rule: str, address: str) -> bool:
         """[access] `rule` ("allow" or "phone_files") for `address`, parsed once per address."""
         key = (rule, address)
@@ -106,7 +115,7 @@ class Resolver:
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
-        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters))
+        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns))
 
     @property
     def snapshot(self) -> tree.Snapshot:
@@ -119,7 +128,7 @@ class Resolver:
     def reload(self, config: Config) -> None:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
-            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters)
+            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns)
             access = config.access
             self._throttle.configure(access.throttle, access.throttle_window, access.throttle_penalty)
             self._state = _State(config, snapshot)
@@ -232,6 +241,9 @@ class Resolver:
             model_code = MODEL_CONFIG.match(leaf) if len(segments) == 1 else None
             if model_code:
                 return self._model(state, base, client, model_code[1], agent, cached_only)
+            book = phonebook.requested_group(leaf, state.config.phonebook) if len(segments) == 1 else False
+            if book is not False:
+                return self._phonebook(state, base, client, agent, book, cached_only)
             if PRIVATE_CONFIG.match(leaf) and len(segments) == 1:
                 base["mac"] = leaf[3:].lower()
                 return Resolution(**base, kind=Kind.PRIVATE, status=Status.NOT_FOUND,
@@ -250,6 +262,24 @@ class Resolver:
             raise _Refused(Status.DENIED, f"the User-Agent names another phone ({agent.mac})", Kind.PHONE_CONFIG)
         if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
             raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONE_CONFIG)
+
+    def _phonebook(self, state: _State, base: dict, client: Client, agent: UserAgent, group: str | None,
+                   cached_only: bool) -> Resolution:
+        """The company phonebook: for the networks allowed phone files, the same bytes over every protocol."""
+        access = state.config.access
+        if not state.allows("phone_files", client.address):
+            raise _Refused(Status.DENIED, "address not allowed phone files", Kind.PHONEBOOK)
+        if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
+            raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONEBOOK)
+        key = ("phonebook", group)
+        cached = state.cache.get(key)
+        if cached is None:
+            if cached_only:
+                raise _NeedsWork
+            if not state.phonebook.has(group):
+                raise _Refused(Status.NOT_FOUND, f"no phones or contacts in group {group}", Kind.PHONEBOOK)
+            cached = state.cache[key] = _with_etag(phonebook.document(state.phonebook.entries_for(group)))
+        return self._generated(state, base, Kind.PHONEBOOK, *cached)
 
     def _file(self, state: _State, base: dict, path: str, info: os.stat_result, overrides_config: bool) -> Resolution:
         leaf = path.rsplit("/", 1)[-1]
@@ -350,11 +380,13 @@ class Resolver:
 
     def _defaults(self, state: _State, protocol: str, model: str | None) -> dict[str, str]:
         model_info = models().get(model) if model else None
-        return render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names, model_info)
+        defaults = render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names, model_info)
+        defaults.update(timezones.default_values(state.config.server.timezone))
+        return defaults
 
     def _render_model(self, state: _State, devcode: str, model: str | None, protocol: str) -> bytes:
         snapshot = state.snapshot
-        layers = [snapshot.common.values]
+        layers = [state.keys.for_model(model), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         facts = self._facts(state, protocol, model, devcode)
@@ -370,7 +402,7 @@ class Resolver:
 
     def _render_unknown(self, state: _State, mac: str, model: str | None, protocol: str) -> bytes:
         snapshot = state.snapshot
-        layers = [snapshot.common.values]
+        layers = [state.keys.for_model(model), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         facts = self._facts(state, protocol, model, None)
@@ -382,7 +414,7 @@ class Resolver:
 
     def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
         snapshot = state.snapshot
-        layers = [snapshot.common.values]
+        layers = [state.keys.for_phone(phone.mac, model, phone.group), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         if phone.group in snapshot.groups:
@@ -394,7 +426,9 @@ class Resolver:
         facts.update(phone.variables, mac=phone.mac, mac_colons=_colons(phone.mac))
         if phone.group:
             facts["group"] = phone.group
-        content = render.render(render.merge(layers), self._defaults(state, protocol, model), facts)
+        defaults = self._defaults(state, protocol, model)
+        defaults.update(phonebook.phone_values(state.config, state.phonebook, phone))
+        content = render.render(render.merge(layers), defaults, facts)
         return self._encrypt(state, content, self._phone_key(state, phone))
 
     @staticmethod

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from htekd import phonexml
 from htekd.catalog import (AmbiguousName, CatalogError, Param, UnknownParameter, catalog, is_pcode, name_key,
@@ -24,7 +24,7 @@ from htekd.models import models
 MAC_INPUT = re.compile(r"\A(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4})\Z")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 # Columns of phones.csv that are not parameters.
-RESERVED_COLUMNS = ("mac", "model", "group", "aes_key")
+RESERVED_COLUMNS = ("mac", "model", "group", "aes_key", "timezone", "phonebook")
 # Facts htekd knows about every request; usable as {placeholders} anywhere.
 FACTS = (
     "mac", "mac_colons", "model", "group", "devcode", "protocol",
@@ -91,6 +91,7 @@ class Phone:
     values: Mapping[str, Value]  # parameters from the row (non-empty cells)
     variables: Mapping[str, str]  # other columns, for {placeholders}
     aes_key: str = ""
+    in_phonebook: bool = True  # phones.csv column phonebook = no keeps a phone out of phonebook.xml
 
 
 EMPTY_LAYER = Layer("", MappingProxyType({}))
@@ -107,6 +108,8 @@ class Snapshot:
     phones: Mapping[str, Phone]
     resource_names: frozenset  # files present directly under files/ at load time
     secrets: frozenset = frozenset()  # P-codes set anywhere in the tree that hold a credential
+    keys: object = None  # keys.KeyTable of settings/keys.csv (None: no table)
+    contacts: tuple = ()  # phonebook.Entry rows of settings/contacts.csv
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -380,6 +383,10 @@ class _Loader(SettingsReader):
                     self.error(file, line, f"column {header[index]!r}: {problem}")
             elif cell != "":
                 values[key] = self.value(file, line, key, cell)
+        _timezone_value(self, file, line, by_key.get("timezone", ""), values)
+        in_phonebook = by_key.get("phonebook", "").lower()
+        if in_phonebook not in ("", "yes", "no"):
+            self.error(file, line, f"phonebook: expected yes, no or empty, got {in_phonebook!r}")
         aes_key = by_key.get("aes_key", "")
         if aes_key:
             from htekd.aes import InvalidKey, parse_key
@@ -389,7 +396,25 @@ class _Loader(SettingsReader):
             except InvalidKey as exc:
                 self.error(file, line, f"aes_key: {exc}")
                 aes_key = ""
-        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key)
+        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key,
+                     in_phonebook != "no")
+
+
+def _timezone_value(loader: _Loader, file: str, line: int, zone: str, values: dict[str, Value]) -> None:
+    """A phone's timezone column, as the P64 of its row unless the row sets P64 itself."""
+    from htekd.timezones import TIMEZONE_CODE, UnknownZone, index_of
+
+    if not zone:
+        return
+    try:
+        index, problem = index_of(zone)
+    except UnknownZone as exc:
+        loader.error(file, line, f"timezone: {exc}")
+        return
+    if problem:
+        loader.warn(file, line, problem)
+    elif TIMEZONE_CODE not in values:
+        values[TIMEZONE_CODE] = Value(index, f"{file}:{line}")
 
 
 def _not_xml(text: str) -> str | None:
@@ -427,6 +452,15 @@ def _column_code(placeholder: str, parameter_columns: Mapping[str, str]) -> str 
         return None
 
 
+def _column_names(parameter_columns: Mapping[str, str]) -> set[str]:
+    """Every placeholder that names a parameter column: its heading, its P-code, its parameter's names."""
+    names = set(parameter_columns)
+    for code in parameter_columns.values():
+        param = catalog().get(code)
+        names |= {code, *(catalog().names(param) if param else ())}
+    return names
+
+
 def _with_column_placeholders(phone: Phone, from_columns: Mapping[str, str]) -> Phone:
     cells = {name: phone.values[code].value for name, code in from_columns.items() if code in phone.values}
     return dataclasses.replace(phone, variables=MappingProxyType({**phone.variables, **cells}))
@@ -442,14 +476,15 @@ def _is_parameter_name(column: str) -> bool:
     return True
 
 
-def load(root: Path, secret_parameters: frozenset = frozenset()) -> tuple[Snapshot, list[Problem]]:
+def load(root: Path, secret_parameters: frozenset = frozenset(), used_columns: Iterable[str] = ()) -> tuple[Snapshot, list[Problem]]:
     """Read the whole tree. Returns the snapshot and every problem found (errors and warnings).
 
-    `secret_parameters`: P-codes the administrator marked secret, beyond the catalog's."""
+    `secret_parameters`: P-codes the administrator marked secret, beyond the catalog's;
+    `used_columns`: phones.csv columns htekd.conf names (the phonebook's), which are not notes."""
     root = Path(root)
     loader = _Loader(root, frozenset(secret_parameters))
     try:
-        snapshot = _load(root, loader)
+        snapshot = _load(root, loader, frozenset(used_columns))
         loader.report_unknown_codes()
         return snapshot, loader.problems
     except OSError as exc:  # a folder htekd may not enter, say: every other read reports its own file
@@ -464,7 +499,7 @@ class _NoRoot(Exception):
     pass
 
 
-def _load(root: Path, loader: _Loader) -> Snapshot:
+def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
     if not root.is_dir():
         raise _NoRoot
     files = root / "files"
@@ -489,11 +524,11 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
             continue
         phone_layers[mac] = layer
     phones, variables, parameter_columns = loader.phones(root / "phones.csv")
+    from htekd import keys, phonebook  # here, not at the top: both build on this module's Value and Phone
 
     known = set(FACTS) | set(variables)
     columns_by_code = {code: column for column, code in parameter_columns.items()}
     from_columns: dict[str, str] = {}  # placeholder -> P-code of the phones.csv column it names
-    used: set[str] = set()
 
     def check_placeholders(value: Value, file: str, line: int, code: str) -> None:
         for variable in sorted(value.variables - known - from_columns.keys()):
@@ -504,6 +539,14 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
             loader.error(file, line, f"{code}: unknown placeholder {{{variable}}} (not a column of phones.csv "
                          f"nor one of: {', '.join(FACTS)})")
 
+    layers = {"common": common, "models": model_layers, "groups": group_layers, "phone_layers": phone_layers}
+    key_table = keys.load(loader, root, phones, layers, known | _column_names(parameter_columns))
+    for variable in key_table.variables:
+        if variable not in known:
+            from_columns[variable] = _column_code(variable, parameter_columns)
+    contacts = phonebook.load_contacts(loader, root)
+
+    used: set[str] = set(key_table.variables) | used_columns
     for layer in (common, *model_layers.values(), *group_layers.values(), *phone_layers.values()):
         for code, value in layer.values.items():
             used |= value.variables
@@ -542,12 +585,14 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
         phones=MappingProxyType(phones),
         resource_names=resource_names,
         secrets=frozenset(loader.secrets),
+        keys=key_table,
+        contacts=contacts,
     )
 
 
-def load_strict(root: Path, secret_parameters: frozenset = frozenset()) -> Snapshot:
+def load_strict(root: Path, secret_parameters: frozenset = frozenset(), used_columns: Iterable[str] = ()) -> Snapshot:
     """The snapshot the daemon serves: any error refuses the whole tree."""
-    snapshot, problems = load(root, secret_parameters)
+    snapshot, problems = load(root, secret_parameters, used_columns)
     if any(p.severity == "error" for p in problems):
         raise TreeError(problems)
     return snapshot

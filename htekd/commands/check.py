@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from htekd import phonexml, tree
+from htekd import phonebook, phonexml, timezones, tree
 from htekd.catalog import catalog
 from htekd.commands.common import add_config_argument, load_config
 from htekd.models import models
@@ -88,6 +88,12 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
                 message = (f"{code} points away from this server ({shown}): "
                            "phones will stop asking htekd; remove it to let htekd fill it in")
             problems.append(tree.Problem(file, int(line), message, "warning"))
+    problem = phonebook.login_problem(config)
+    if problem:
+        problems.append(tree.Problem(str(config.source), 0, problem, "warning"))
+    if config.server.timezone and not timezones.default_values(config.server.timezone):
+        problems.append(tree.Problem(str(config.source), 0, "[htekd] timezone: " + timezones.index_of(config.server.timezone)[1],
+                                     "warning"))
     if config.server.aes_key_in_model_file:
         problems.append(tree.Problem(str(config.source), 0, "[htekd] aes_key_in_model_file: the AES key travels in clear "
                                      "in every cfg<devcode>.xml; turn it off once the phones have it", "warning"))
@@ -96,7 +102,7 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 def run(args) -> int:
     config = load_config(args.config)
-    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters)
+    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)
