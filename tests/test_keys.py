@@ -7,6 +7,7 @@ from pathlib import Path
 from contenttree import htekd, make_site, params_of, settings_xml, write
 
 from htekd import keys
+from htekd.catalog import catalog
 
 CSV = """\
 mac,model,group,Account1_SipUserId,Account2_SipUserId,manager_ext
@@ -159,3 +160,13 @@ def test_key_tables_are_consistent_with_the_catalog_and_models():
     assert counts["UC912"] == 12 and counts["UC926"] == 36
     known = [model.name for model in models().all if model.name in counts]
     assert len(known) >= 15
+
+
+def test_a_key_value_may_name_a_parameter_column(tmp_path: Path):
+    keys_csv = "applies_to,key,type,value,label,account\nall,2,speed_dial,{Account1_SipUserId},Me,\n" \
+               "all,3,speed_dial,{P35}9,Me too,\n"
+    conf = site(tmp_path, keys_csv=keys_csv, csv="mac,model,Account1.SipUserId\n00:1f:c1:00:00:01,UC926,1001\n")
+    assert check(conf) == (0, [])
+    values = rendered(conf, "001fc1000001")
+    assert values[catalog().lookup("LineKey2_Value").code] == "1001"
+    assert values[catalog().lookup("LineKey3_Value").code] == "10019"
