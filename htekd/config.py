@@ -141,6 +141,8 @@ class AccessConfig:
     throttle: int = 20  # unknown or denied phone files per address per window; 0 = off
     throttle_window: float = 60.0
     throttle_penalty: float = 600.0  # seconds an address over the limit is refused everything
+    throttle_ipv4_prefix: int = 32  # addresses counted together: one IPv4 address by default
+    throttle_ipv6_prefix: int = 64  # a host may use every address of its IPv6 /64
 
     def allows(self, networks: tuple, address: str) -> bool:
         try:
@@ -167,6 +169,7 @@ class PnpConfig:
 class SipConfig:
     user: str = ""  # Digest credentials for phones with check-sync authentication on (P20983)
     password: str = ""
+    realm: str = ""  # the only realm whose Digest challenge is answered; "" = any (see htekd notify --help)
 
 
 @dataclass(frozen=True)
@@ -206,9 +209,10 @@ _SECTIONS = {
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout", "user", "password"},
     "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password"},
-    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
+    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty",
+               "throttle_ipv4_prefix", "throttle_ipv6_prefix"},
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
-    "sip": {"user", "password"},
+    "sip": {"user", "password", "realm"},
 }
 
 _DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
@@ -438,7 +442,7 @@ def _sip(read: _Reader) -> SipConfig:
     user, password = read.get("sip", "user", ""), read.get("sip", "password", "")
     if bool(user) != bool(password):
         raise read.error("sip", "password" if user else "user", "user and password go together")
-    return SipConfig(user, password)
+    return SipConfig(user, password, read.get("sip", "realm", ""))
 
 
 def _access(read: _Reader) -> AccessConfig:
@@ -451,4 +455,6 @@ def _access(read: _Reader) -> AccessConfig:
         throttle=read.number("access", "throttle", 20, 0, 100000, int),
         throttle_window=read.number("access", "throttle_window", 60.0, 1.0, 86400.0),
         throttle_penalty=read.number("access", "throttle_penalty", 600.0, 1.0, 604800.0),
+        throttle_ipv4_prefix=read.number("access", "throttle_ipv4_prefix", 32, 8, 32, int),
+        throttle_ipv6_prefix=read.number("access", "throttle_ipv6_prefix", 64, 16, 128, int),
     )

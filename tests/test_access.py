@@ -100,14 +100,38 @@ def test_throttle_counts_within_the_window_and_forgives_after_the_penalty():
 
 
 def test_throttle_memory_is_bounded():
+    from htekd import throttle as module
+
     now = [0.0]
-    throttle = Throttle(limit=1, window=60, penalty=60, max_addresses=100, clock=lambda: now[0])
+    throttle = Throttle(limit=1, window=60, penalty=600, max_networks=100, clock=lambda: now[0])
     for n in range(10_000):
-        address = f"10.0.{n // 256}.{n % 256}"
-        assert not throttle.miss(address) and throttle.miss(address)  # the second miss blocks it
-        now[0] += 1
+        for address in (f"10.0.{n // 256}.{n % 256}", f"2001:db8:{n:x}::{n:x}"):
+            assert not throttle.miss(address) and throttle.miss(address)  # the second miss blocks it
+        now[0] += 0.01  # all still within their penalty
     assert len(throttle._misses) <= 100
     assert len(throttle._blocked) <= 100
+    assert len(throttle._keys) <= module.MAX_KEYS
+    assert throttle.blocked("2001:db8:270f::1")  # the latest are kept
+
+
+def test_throttle_counts_an_ipv6_64_as_one_and_ipv4_addresses_apart():
+    throttle = Throttle(limit=3, window=60, penalty=60)
+    for n in range(3):
+        assert not throttle.miss(f"2001:db8:1:2::{n + 1:x}")
+    assert throttle.miss("2001:db8:1:2:ffff:ffff:ffff:ffff")  # a fourth address of the same /64
+    assert throttle.blocked("2001:db8:1:2::abcd") and not throttle.blocked("2001:db8:1:3::1")
+    for n in range(10):
+        assert not throttle.miss(f"192.0.2.{n}")  # one miss each: IPv4 addresses are apart
+    assert throttle.network("::ffff:192.0.2.7") == "192.0.2.7/32"
+
+
+def test_throttle_prefix_lengths_are_configurable():
+    throttle = Throttle(limit=2, window=60, penalty=60, ipv4_prefix=24, ipv6_prefix=48)
+    assert throttle.network("192.0.2.77") == "192.0.2.0/24"
+    assert throttle.network("2001:db8:1:2::5") == "2001:db8:1::/48"
+    for address in ("192.0.2.1", "192.0.2.2"):
+        assert not throttle.miss(address)
+    assert throttle.miss("192.0.2.3") and throttle.blocked("192.0.2.200") and not throttle.blocked("192.0.3.1")
 
 
 @pytest.mark.parametrize("key, value, message", [

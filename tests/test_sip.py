@@ -603,6 +603,13 @@ def test_daemon_answers_pnp_and_the_phone_can_then_be_notified_by_mac(tmp_path, 
     url = f"http://127.0.0.1:{running.ports['http']}"
     assert phone.received()[1].endswith("\n" + url)
     running.wait_log(lambda line: f' sip 127.0.0.1:{phone.port} "{url}" pnp ok mac=001fc1000001 model=UC924' in line)
+    # A SUBSCRIBE can name any MAC: the address to notify comes from the phone's own file, fetched.
+    time.sleep(0.5)  # the phones seen are written in batches
+    before = htekd("notify", "-c", str(running.config_path), "001fc1000001", "--timeout", "1")
+    assert before.stdout == "- 001fc1000001 UC924 not seen: no address known\n"
+    fetched = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-A", "Htek UC924 2.0.4.2 00:1f:c1:00:00:01",
+                              f"{url}/cfg001fc1000001.xml"], timeout=20)
+    assert fetched.returncode == 0
 
     challenged = Sipp(tmp_path, "check-sync-401")
     deadline = time.monotonic() + 5
