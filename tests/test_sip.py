@@ -194,14 +194,17 @@ def test_notify_check_sync_answered_200(tmp_path, reboot):
 @pytest.mark.parametrize("credentials, expected, status", [
     (["--user", "htekd", "--password", "s3cret"], "200 OK (after Digest authentication)", 0),
     (["--user", "htekd", "--password", "wrong"], "403 Forbidden (after Digest authentication)", 1),
+    (["--user", "htekd", "--password", "s3cret", "--realm", "htek"], "200 OK (after Digest authentication)", 0),
     ([], "401 Unauthorized (no credentials: --user/--password or [sip] user/password)", 1),
+    (["--user", "htekd", "--password", "s3cret", "--realm", "office"],
+     "401 Unauthorized (challenge for realm 'htek', not the configured 'office': credentials not sent)", 1),
 ])
 def test_notify_answers_a_digest_challenge_once(tmp_path, credentials, expected, status):
     phone = Sipp(tmp_path, "check-sync-401")
     result = htekd("notify", f"127.0.0.1:{phone.port}", *credentials)
     assert result.stdout == f"127.0.0.1:{phone.port} - - {expected}\n"
     assert result.returncode == status
-    if credentials:
+    if "after Digest" in expected:
         assert phone.wait() == 0
         first, second = phone.received()
         assert "Authorization" not in first and "CSeq: 1 NOTIFY" in first
