@@ -222,12 +222,17 @@ class Resolver:
         return resolution
 
     def observe(self, record, client: Client) -> None:
-        """RequestLog observer: learns where each phone of the inventory completes transfers of its own file."""
-        if record.kind == Kind.PHONE_CONFIG.value and record.outcome == "ok" and record.confirmed and record.mac:
+        """RequestLog observer: learns where each phone of the inventory completes transfers of its own
+        file, and counts against every protocol the misses of UDP requests their client acknowledged."""
+        if not record.confirmed:
+            return
+        if record.kind == Kind.PHONE_CONFIG.value and record.outcome == "ok" and record.mac:
             homes = self._homes
             if len(homes) >= MAX_CACHED and record.mac not in homes:
                 homes = self._homes = {}
             homes[record.mac] = record.address
+        elif record.kind == Kind.UNKNOWN_PHONE.value and not client.confirmed:
+            self._throttle.miss(record.address)  # no forgery: the client answered from that address
 
     def _resolve(self, state: _State, name: str, client: Client, cached_only: bool) -> Resolution:
         agent = parse_user_agent(client.user_agent)

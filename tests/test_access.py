@@ -186,3 +186,52 @@ def test_a_raised_throttle_limit_applies_to_addresses_already_counted(tmp_path: 
     resolver.reload(load_config(conf))
     answers = sum(ask(resolver, f"cfg001fc1ee01{n:02d}.xml", address=scanner).ok for n in range(30))
     assert answers == 5
+
+
+def udp(address: str = "192.168.1.20") -> Client:
+    return Client("tftp", address, 5000, confirmed=False)
+
+
+def test_unconfirmed_udp_misses_refuse_only_phone_files_over_udp(tmp_path: Path):
+    resolver = resolver_for(site(tmp_path, "throttle = 3"))
+    victim = "192.168.1.20"
+    for n in range(50):  # forged in the victim's name
+        resolver.resolve(f"cfg001fc1ee{n:04x}.xml", udp(victim))
+    refused = resolver.resolve("cfg001fc1000001.xml", udp(victim))
+    assert refused.status is Status.DENIED and "over UDP" in refused.reason and refused.content is None
+    assert resolver.resolve("cfg0012.xml", udp(victim)).ok  # model files and firmware: still served
+    assert ask(resolver, "cfg001fc1000001.xml", address=victim).ok  # and everything over TCP
+    assert ask(resolver, "cfg001fc1ee0100.xml", address=victim).ok
+    assert resolver.resolve("cfg001fc1000001.xml", udp("192.168.1.21")).ok  # and other addresses
+
+
+def test_a_phone_at_a_forged_address_still_gets_its_own_file_over_udp(tmp_path: Path):
+    from htekd.requestlog import RequestRecord
+
+    resolver = resolver_for(site(tmp_path, "throttle = 3"))
+    victim = "192.168.1.20"
+    own = resolver.resolve("cfg001fc1000001.xml", udp(victim))
+    assert own.ok
+    record = RequestRecord(0.0, "tftp", victim, 5000, own.name, own.kind.value, "ok", own.size, 0.1, mac=own.mac,
+                           confirmed=True)  # the phone acknowledged every block
+    resolver.observe(record, udp(victim))
+    for n in range(50):
+        resolver.resolve(f"cfg001fc1ee{n:04x}.xml", udp(victim))
+    assert resolver.resolve("cfg001fc1000001.xml", udp(victim)).ok
+    assert resolver.resolve("cfg001fc1000002.xml", udp(victim)).status is Status.DENIED
+
+
+def test_acknowledged_udp_misses_count_on_every_protocol(tmp_path: Path):
+    from htekd.requestlog import RequestRecord
+
+    resolver = resolver_for(site(tmp_path, "throttle = 5"))
+    scanner = "192.168.1.66"
+    for n in range(3):
+        answer = resolver.resolve(f"cfg001fc1ee{n:04x}.xml", udp(scanner))
+        assert answer.ok and answer.kind is Kind.UNKNOWN_PHONE
+        acknowledged = n < 2  # the third never answered: it could have been forged
+        record = RequestRecord(0.0, "tftp", scanner, 5000, answer.name, answer.kind.value, "ok", answer.size, 0.1,
+                               mac=answer.mac, confirmed=acknowledged)
+        resolver.observe(record, udp(scanner))
+    answers = sum(ask(resolver, f"cfg001fc1ef{n:04x}.xml", address=scanner).ok for n in range(20))
+    assert answers == 3
