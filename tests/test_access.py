@@ -138,6 +138,8 @@ def test_throttle_prefix_lengths_are_configurable():
     ("allow", "192.168.1.0/33", "[access] allow: '192.168.1.0/33' is not a network"),
     ("user_agent_mac", "maybe", "[access] user_agent_mac: must be one of check, ignore"),
     ("throttle", "-1", "[access] throttle: must be between 0"),
+    ("throttle_ipv6_prefix", "129", "[access] throttle_ipv6_prefix: must be between 16"),
+    ("throttle_ipv4_prefix", "/24", "[access] throttle_ipv4_prefix:"),
 ])
 def test_bad_access_settings_are_one_line_naming_the_key(tmp_path: Path, key: str, value: str, message: str):
     conf = site(tmp_path, f"{key} = {value}")
