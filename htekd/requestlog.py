@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
+from htekd.escape import quoted, shown
 from htekd.events import say
 from htekd.resolution import Client, Resolution
 
@@ -56,7 +57,7 @@ class RequestRecord:
     def text(self) -> str:
         client = f"{self.address}:{self.port}" if ":" not in self.address else f"[{self.address}]:{self.port}"
         # The name is quoted as JSON so a hostile name cannot forge a second log line.
-        parts = [_iso(self.time), self.protocol, client, _quoted(self.name), self.kind, self.outcome]
+        parts = [_iso(self.time), self.protocol, client, quoted(self.name), self.kind, self.outcome]
         if self.mac:
             parts.append(f"mac={_bare(self.mac)}")
         if self.model:
@@ -66,7 +67,7 @@ class RequestRecord:
         parts.append(f"bytes={self.bytes}")
         parts.append(f"ms={round(self.duration * 1000, 1)}")
         if self.reason:
-            parts.append(f"reason={_quoted(self.reason)}")
+            parts.append(f"reason={quoted(self.reason)}")
         return " ".join(parts)
 
     def json(self) -> str:
@@ -75,37 +76,12 @@ class RequestRecord:
         return shown(json.dumps(self.as_dict(), ensure_ascii=False))
 
 
-# json.dumps(text, ensure_ascii=True) for a str, without building an encoder for every call.
-_json_string = json.encoder.encode_basestring_ascii
-_HTML = re.compile("[<>&]")
 _BARE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")  # what MACs, models and firmware versions look like
-
-
-def _quoted(text: str) -> str:
-    """`text` as an ASCII JSON string with <, > and & escaped too: safe in a terminal, a log viewer, a web page."""
-    return shown(_json_string(text))
 
 
 def _bare(text: str) -> str:
     """A field written unquoted when it looks like one (UC924, 2.0.4.2), quoted like a name otherwise."""
-    return text if _BARE.fullmatch(text) else _quoted(text)
-
-
-def shown(text: str) -> str:
-    """`text` with every character that is not printable (controls such as U+0085 and U+009B, line
-    separators such as U+2028, format characters) and <, > and & written as \\uXXXX (as JSON writes them),
-    for display."""
-    if text.isprintable() and not _HTML.search(text):
-        return text
-    return "".join(char if char.isprintable() and char not in "<>&" else _escaped(char) for char in text)
-
-
-def _escaped(char: str) -> str:
-    code = ord(char)
-    if code > 0xFFFF:  # a surrogate pair, as JSON writes it
-        code -= 0x10000
-        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-    return f"\\u{code:04x}"
+    return text if _BARE.fullmatch(text) else quoted(text)
 
 
 def _iso(moment: float) -> str:

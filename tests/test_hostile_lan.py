@@ -267,3 +267,10 @@ def test_notify_lines_escape_what_the_phone_sent():
 
     line = Result(Target("192.0.2.5", 5060, PHONE_MAC, "<b>UC924"), False, "486 Busy\u2028Here\u0085\u009b").line()
     assert line == "192.0.2.5:5060 001fc1000001 \\u003cb\\u003eUC924 486 Busy\\u2028Here\\u0085\\u009b"
+
+
+def test_a_daemon_line_quoting_a_client_text_stays_one_line(capsys):
+    from htekd.events import say
+
+    say("http: \"/a\u2028b\nc\u009b\" failed: <reason>")
+    assert capsys.readouterr().err == 'htekd: http: "/a\\u2028b\\u000ac\\u009b" failed: <reason>\n'

@@ -16,7 +16,7 @@ from pathlib import Path
 from htekd import sip
 from htekd.cli import CommandError
 from htekd.config import DEFAULT_CONFIG, Config, ConfigError, load
-from htekd.requestlog import shown
+from htekd.escape import shown
 
 
 EPILOG = """\

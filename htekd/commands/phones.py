@@ -10,7 +10,7 @@ import time
 
 from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument, load_config
-from htekd.requestlog import shown
+from htekd.escape import shown
 from htekd.state import StateError, read
 
 
