@@ -230,7 +230,6 @@ class PhoneStore:
             say(f"phones seen: {self._dropped} requests not recorded (writer too slow)")
             self._dropped = 0
 
-
     def _trim_other_phones(self, inventory: frozenset[str]) -> None:
         """Inside the writer's transaction: keep the MAX_OTHER_PHONES most recent rows outside `inventory`."""
         connection = self._connection
