@@ -19,6 +19,7 @@ COMMANDS = {
     "models": ("models", "list models, device codes and firmware file names"),
     "encrypt": ("crypt", "encrypt a file as the phones and openssl enc -aes-128-cbc do"),
     "decrypt": ("crypt", "decrypt a file encrypted with htekd encrypt or openssl"),
+    "import": ("importing", "turn a configuration downloaded from a phone into a settings layer: only what differs from the factory defaults"),
     "phones": ("phones", "list the phones seen by the daemon"),
     "notify": ("notify", "send SIP NOTIFY check-sync (--reboot: reboot=true) so phones re-provision now"),
     "dhcp": ("dhcp", "print dnsmasq, ISC dhcpd and Kea lines giving Htek phones the provisioning URL (option 66/128/150)"),

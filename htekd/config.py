@@ -79,6 +79,7 @@ class ServerConfig:
     aes_key: str = ""  # default key for phone files; "" = no encryption
     encrypt: tuple[str, ...] = ("phone",)  # which generated files a key applies to
     aes_key_in_model_file: bool = False  # bootstrap: hand aes_key to phones in clear in cfg<devcode>.xml
+    secret_parameters: frozenset = frozenset()  # P-codes secret beyond those the catalog and their names make so
 
     @property
     def path_prefix(self) -> str:
@@ -204,7 +205,7 @@ class Config:
 
 _SECTIONS = {
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
-              "aes_key_in_model_file"},
+              "aes_key_in_model_file", "secret_parameters"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout", "user", "password"},
@@ -350,6 +351,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         aes_key=read.get("htekd", "aes_key", ""),
         encrypt=encrypt,
         aes_key_in_model_file=read.boolean("htekd", "aes_key_in_model_file", False),
+        secret_parameters=_secret_parameters(read),
     )
     if server.aes_key_in_model_file and not server.aes_key:
         raise read.error("htekd", "aes_key_in_model_file", "needs aes_key")
@@ -436,6 +438,24 @@ def _pnp(read: _Reader) -> PnpConfig:
         rate=read.number("pnp", "rate", 10.0, 0.1, 1000.0),
         burst=read.number("pnp", "burst", 20, 1, 1000, int),
     )
+
+
+def _secret_parameters(read: _Reader) -> frozenset:
+    """P-codes or parameter names; a P-code the catalog does not know is the usual reason to list one."""
+    from htekd.catalog import CatalogError, catalog, is_pcode
+
+    codes = set()
+    for item in re.split(r"[\s,]+", read.get("htekd", "secret_parameters", "").strip()):
+        if not item:
+            continue
+        if is_pcode(item):
+            codes.add(f"P{int(item[1:])}")
+            continue
+        try:
+            codes.add(catalog().lookup(item).code)
+        except CatalogError as exc:
+            raise read.error("htekd", "secret_parameters", f"{exc} (give P-codes or parameter names)") from None
+    return frozenset(codes)
 
 
 def _sip(read: _Reader) -> SipConfig:

@@ -52,17 +52,14 @@ def _monotonic_usec() -> str:
 def _secrets(config: Config, resolver: Resolver) -> tuple[str, ...]:
     """Every password and key the daemon knows: from htekd.conf, and from the content tree (SIP
     passwords and keys of the settings and phones.csv, per-phone AES keys), longest first."""
-    from htekd.catalog import catalog
-
     found = {config.server.aes_key, config.sip.password}
     for section in (config.ftp, config.http, config.https):
         found |= {section.password, section.password.removeprefix("md5-ha1:")}
     snapshot = resolver.snapshot
     layers = [snapshot.common, *snapshot.models.values(), *snapshot.groups.values(), *snapshot.phone_layers.values(),
               *snapshot.phones.values()]
-    secret = catalog().is_secret
     for layer in layers:
-        found |= {value.value for code, value in layer.values.items() if secret(code)}
+        found |= {value.value for code, value in layer.values.items() if code in snapshot.secrets}
     found |= {phone.aes_key for phone in snapshot.phones.values()}
     # Short values would blank out ordinary text; keys and passwords that short are no secret anyway.
     return tuple(sorted((value for value in found if len(value) >= 4), key=len, reverse=True))

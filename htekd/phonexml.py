@@ -1,7 +1,9 @@
 """The phone's own XML configuration format: reading what administrators paste, writing what phones read.
 
-Reading is lenient where the phone's own download is broken (HTML entities such as `&copy;`, a
-P-code listed twice) and strict where the input is dangerous (DOCTYPE, external entities).
+Reading is lenient where what phones take is not well-formed XML (HTML entities such as `&copy;`
+in the phone's own download, a bare `&` in the URLs other provisioning systems write, a P-code
+listed twice, elements keyed by name instead of P-code) and strict where the input is dangerous
+(DOCTYPE, external entities).
 Writing reproduces the phone's byte layout (` />` for blanks, the declaration with a space
 before `?>`), which lxml's serializer cannot, so it is done by hand with full escaping.
 """
@@ -19,6 +21,13 @@ from htekd.catalog import PCODE
 
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 _ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
+# Where an "&" may stand: kept as it is inside comments and CDATA; elsewhere a character
+# reference, an entity, or a bare "&" (group "bare"; group "name" for an entity).
+_AMPERSAND = re.compile(
+    rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|&#[0-9]{1,8};|&#x[0-9A-Fa-f]{1,8};|&(?P<name>[A-Za-z][A-Za-z0-9._-]{0,31});|(?P<bare>&)",
+    re.DOTALL,
+)
+_TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False)
 
 
@@ -30,10 +39,28 @@ class PhoneXmlError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    code: str  # "P47"
+    key: str  # the element's name: a P-code ("P47") or a parameter name ("Profile1_Sipserver")
     para: str  # the para attribute as written (for people; the phone keys on the code)
     value: str
     line: int
+
+    @property
+    def by_code(self) -> bool:
+        return self.key.startswith("P") and PCODE.fullmatch(self.key) is not None
+
+
+@dataclass(frozen=True)
+class Repair:
+    """Something not well-formed that was read the way phones read it."""
+
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Document:
+    settings: list[Setting]
+    repairs: list[Repair]
 
 
 def readable(data: bytes) -> bytes:
@@ -51,15 +78,46 @@ def _html_entity(match: re.Match) -> bytes:
     return "".join(f"&#{ord(c)};" for c in char).encode("ascii")
 
 
-def parse(data: bytes) -> list[Setting]:
-    """Parse an hl_provision document into its settings, in document order.
+def _well_formed(data: bytes, repairs: list[Repair]) -> bytes:
+    """`data` with each bare `&` and undefined entity escaped, so the value keeps them as written."""
+    counted = [0, 1]  # offset up to which newlines are counted, and the line there
 
-    A P-code given twice keeps both entries here; the caller decides (later wins).
+    def repair(match: re.Match) -> bytes:
+        name = match["name"]
+        if match["bare"] is None and (name is None or name.decode() in _XML_ENTITIES
+                                      or name.decode() + ";" in html.entities.html5):
+            return match.group(0)
+        counted[1] += data.count(b"\n", counted[0], match.start())
+        counted[0] = match.start()
+        line = counted[1]
+        if name is None:
+            found = Repair(line, "bare '&' kept as written (XML wants '&amp;')")
+        else:
+            shown = name.decode("ascii", "replace")
+            found = Repair(line, f"undefined entity '&{shown};' kept as written (XML wants '&amp;{shown};')")
+        if found not in repairs[-3:]:  # a line of URLs is one warning, not one per '&'
+            repairs.append(found)
+        return b"&amp;" + match.group(0)[1:]
+
+    return _AMPERSAND.sub(repair, data)
+
+
+def parse(data: bytes) -> list[Setting]:
+    """The settings of an hl_provision document, in document order (see read())."""
+    return read(data).settings
+
+
+def read(data: bytes) -> Document:
+    """Parse an hl_provision document into its settings, in document order, and what was repaired.
+
+    A parameter given twice keeps both entries here; the caller decides (later wins). Elements
+    are keyed by P-code or by name; the caller resolves names.
     """
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise PhoneXmlError(1 + data[: data.find(b"<!")].count(b"\n"), "DOCTYPE and entity declarations are not allowed")
+    repairs: list[Repair] = []
     try:
-        root = etree.fromstring(readable(data), PARSER)
+        root = etree.fromstring(readable(_well_formed(data, repairs)), PARSER)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or 1
         message = str(exc.msg or exc).split(", line ")[0]
@@ -77,13 +135,15 @@ def parse(data: bytes) -> list[Setting]:
         for element in config:
             if not isinstance(element.tag, str):
                 continue
-            if not (PCODE.fullmatch(element.tag) and element.tag.startswith("P")):
-                raise PhoneXmlError(element.sourceline or 1, f"unexpected element <{element.tag}> (expected a P-code such as <P47>)")
+            if not _TAG_NAME.fullmatch(element.tag):  # a namespace: nothing a phone or a peer writes
+                raise PhoneXmlError(element.sourceline or 1, f"unexpected element <{element.tag}> "
+                                    "(expected a P-code such as <P47> or a parameter name)")
             if len(element):
                 raise PhoneXmlError(element.sourceline or 1, f"<{element.tag}> must hold text only")
-            para = element.get("para") or element.get("Para") or ""
+            # The vendor's own download spells the attribute "papr" once.
+            para = element.get("para") or element.get("Para") or element.get("papr") or ""
             settings.append(Setting(element.tag, para, element.text or "", element.sourceline or 1))
-    return settings
+    return Document(settings, repairs)
 
 
 def _escape_text(value: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from htekd import phonexml
-from htekd.catalog import catalog
+from htekd.catalog import OTHER_SECTION, catalog
 from htekd.models import Model
 from htekd.resources import FIRMWARE_SERVER_PATH, image_urls
 from htekd.tree import Value
@@ -22,7 +22,6 @@ COMMON_AES_KEY = "P8631"
 RESOURCE_URLS = {"P20175": "Language.tar", "P20176": "hlpres.tar", "P20177": "exp_pres.tar"}
 RING_URL = "P20174"  # a folder: the phone fetches ring4.bin .. ring8.bin from it
 RING_FILES = frozenset(f"ring{n}.bin" for n in range(4, 9))
-OTHER_SECTION = "Other"
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")  # an escaped brace, or a placeholder
 _index = attrgetter("index")
 
@@ -52,26 +51,37 @@ def server_values(base_url: str, protocol: str, resource_names: frozenset, model
 def substitute(value: Value, facts: Mapping[str, str]) -> str | None:
     """Fill {placeholders}; None when one has no value in this file (the parameter is left out).
 
-    `{{name}}` stands for a literal `{name}`.
+    `{{name}}` stands for a literal `{name}`. In dial plans braces are the phone's, never placeholders.
     """
     if not value.variables <= facts.keys():
         return None
     if not value.variables and "{{" not in value.value and "}}" not in value.value:
         return value.value
+    if value.literal:  # a dial plan: no placeholders, but `{{` written before htekd knew that still means `{`
+        return value.value.replace("{{", "{").replace("}}", "}")
     # One pass, so text that came from a fact or a cell is never unescaped again.
     return _TOKEN.sub(lambda match: facts[match[1]] if match[1] else match[0][0], value.value)
 
 
 def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]) -> bytes:
-    """The phone's XML: catalog order with section comments, unknown P-codes last.
+    """The phone's XML for these layered values, placeholders filled in (see layout()).
 
-    `defaults` (server paths, upgrade mode, resource URLs) apply where no layer set the parameter.
+    `defaults` (server paths, upgrade mode, resource URLs) apply where no layer set the parameter,
+    or a layer left it at the phone's factory value (a phone's own download as a layer).
     """
-    final: dict[str, str] = {code: text for code, text in defaults.items() if code not in values}
+    final: dict[str, str] = {code: text for code, text in defaults.items() if code not in values or values[code].factory}
     for code, value in values.items():
+        if value.factory and code in defaults:
+            continue
         text = substitute(value, facts)
         if text is not None:
             final[code] = text
+    return layout(final, lambda code: values[code].para if code in values else "")
+
+
+def layout(final: Mapping[str, str], para_of: Callable[[str], str]) -> bytes:
+    """`final` (P-code -> value) in the phone's XML: catalog order with section comments, codes the
+    catalog does not know last, under the name `para_of` gives them (kept for the people who read the file)."""
     cat = catalog()
     known, unknown = [], []
     for code in final:  # one catalog look-up per parameter: this is the hot path of every request
@@ -89,7 +99,7 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
             lines.append(phonexml.comment(section))
         lines.append(phonexml.element(param.code, param.name, final[param.code]))
     unknown.sort(key=lambda code: int(code[1:]))
-    if unknown:
+    if unknown and section != OTHER_SECTION:
         lines.append(phonexml.comment(OTHER_SECTION))
-        lines.extend(phonexml.element(code, "", final[code]) for code in unknown)
+    lines.extend(phonexml.element(code, para_of(code), final[code]) for code in unknown)
     return phonexml.document(lines)

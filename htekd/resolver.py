@@ -20,7 +20,6 @@ from pathlib import Path
 
 from htekd import render, tree
 from htekd.aes import encrypt
-from htekd.catalog import catalog
 from htekd.config import ANYWHERE, Config
 from htekd.models import DEVCODE, models
 from htekd.resolution import Client, Entry, Kind, Resolution, Status
@@ -110,7 +109,7 @@ class Resolver:
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
-        return cls(config, tree.load_strict(config.server.root))
+        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters))
 
     @property
     def snapshot(self) -> tree.Snapshot:
@@ -123,7 +122,7 @@ class Resolver:
     def reload(self, config: Config) -> None:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
-            snapshot = tree.load_strict(config.server.root)
+            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters)
             for throttle in (self._throttle, self._udp_throttle):
                 throttle.configure(*_throttle_settings(config.access))
             self._state = _State(config, snapshot)
@@ -388,8 +387,7 @@ class Resolver:
         server = state.config.server
         # Every phone, known or not, may fetch a model file: passwords and keys go in phone files only,
         # except the AES key when the administrator asks for that bootstrap explicitly.
-        cat = catalog()
-        values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
+        values = _without_secrets(render.merge(layers), snapshot.secrets)
         defaults = self._defaults(state, protocol, model)
         if server.aes_key_in_model_file:
             defaults.update({render.AUTHENTICATE_CFG_FILE: "1", render.COMMON_AES_KEY: server.aes_key})
@@ -404,8 +402,7 @@ class Resolver:
         facts = self._facts(state, protocol, model, None)
         facts.update(mac=mac, mac_colons=_colons(mac))
         # Anyone can claim an unknown MAC: passwords and keys are for phones in the inventory only.
-        cat = catalog()
-        values = {code: value for code, value in render.merge(layers).items() if not cat.is_secret(code)}
+        values = _without_secrets(render.merge(layers), snapshot.secrets)
         content = render.render(values, self._defaults(state, protocol, model), facts)
         return self._encrypt(state, content, self._phone_key(state, None))
 
@@ -502,6 +499,10 @@ def _throttle_settings(access) -> tuple:
 
 def _throttled(resolution: Resolution, reason: str) -> Resolution:
     return dataclasses.replace(resolution, status=Status.DENIED, content=None, file=None, size=0, reason=reason)
+
+
+def _without_secrets(values: dict, secrets: frozenset) -> dict:
+    return {code: value for code, value in values.items() if code not in secrets}
 
 
 def _with_etag(content: bytes) -> tuple[bytes, str]:

@@ -7,6 +7,7 @@ Loading never stops at the first problem: every problem is collected with its fi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 import time
@@ -16,7 +17,8 @@ from types import MappingProxyType
 from typing import Mapping
 
 from htekd import phonexml
-from htekd.catalog import AmbiguousName, UnknownParameter, catalog, is_pcode
+from htekd.catalog import (AmbiguousName, CatalogError, Param, UnknownParameter, catalog, is_pcode, name_key,
+                           secret_name)
 from htekd.models import models
 
 MAC_INPUT = re.compile(r"\A(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4})\Z")
@@ -68,6 +70,9 @@ class Value:
     value: str
     source: str  # "file:line", for check messages
     variables: frozenset = frozenset()  # placeholders used
+    para: str = ""  # the name it was given, printed for a code the catalog does not know
+    factory: bool = False  # equal to the phone's factory default: not a choice htekd's fill-ins must respect
+    literal: bool = False  # braces are the phone's own syntax (dial plans), never placeholders
 
 
 @dataclass(frozen=True)
@@ -101,19 +106,105 @@ class Snapshot:
     phones: Mapping[str, Phone]
     variables: frozenset  # column names usable as placeholders
     resource_names: frozenset  # files present directly under files/ at load time
+    secrets: frozenset = frozenset()  # P-codes set anywhere in the tree that hold a credential
     loaded_at: float = field(default_factory=time.time)
 
 
-class _Loader:
-    def __init__(self, root: Path):
-        self.root = root
+class SettingsReader:
+    """Reads settings in the phone's XML (or the forms peers write) into P-code -> Value, collecting
+    every problem and the P-codes that hold secrets."""
+
+    def __init__(self, secret_parameters: frozenset = frozenset()):
         self.problems: list[Problem] = []
+        self.marked_secret = secret_parameters  # P-codes the administrator marked in htekd.conf
+        self.secrets: set[str] = set()  # every secret P-code met
+        self.unknown_reported: dict[str, set[str]] = {}  # file -> unknown P-codes already reported
 
     def error(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(file, line, message))
 
     def warn(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(file, line, message, "warning"))
+
+    def read(self, file: str, data: bytes) -> dict[str, Value]:
+        """The values `data` sets, a later one for the same P-code winning (PhoneXmlError if unreadable)."""
+        document = phonexml.read(data)
+        for repair in document.repairs:
+            self.warn(file, repair.line, repair.message)
+        values: dict[str, Value] = {}
+        first_line: dict[str, int] = {}
+        for setting in document.settings:
+            code = self.setting_code(file, setting)
+            if code is None:
+                continue
+            if code in first_line:
+                self.warn(file, setting.line, f"{code} is set twice in this file (first on line {first_line[code]}); "
+                          "the later value wins")
+            else:
+                first_line[code] = setting.line
+            values[code] = self.value(file, setting.line, code, setting.value, setting.para)
+        return values
+
+    def setting_code(self, file: str, setting: phonexml.Setting) -> str | None:
+        """The P-code a setting sets, reporting what a template may have got wrong; None if it names nothing known."""
+        cat = catalog()
+        if not setting.by_code:
+            try:
+                param = cat.lookup(setting.key)
+            except AmbiguousName as exc:
+                self.error(file, setting.line, f"<{setting.key}>: {exc}")
+                return None
+            except UnknownParameter:
+                close = cat.suggest(setting.key)
+                hint = f" (did you mean {', '.join(close)}?)" if close else " (write it as a P-code if the phone has it)"
+                self.error(file, setting.line, f"<{setting.key}> is not a parameter name htekd knows{hint}")
+                return None
+            return param.code
+        code = f"P{int(setting.key[1:])}"
+        param = cat.get(code)
+        named = _named_code(setting.para)
+        if named is not None and named != code:
+            self.warn(file, setting.line, f"{code}: para {setting.para!r} is the name of {named}, not of {code}; "
+                      f"the phone keys on {code}")
+        if param is None:
+            self.unknown_code(file, setting.line, code, setting.para)
+        return code
+
+    def unknown_code(self, file: str, line: int, code: str, para: str, where: str = "") -> None:
+        """One warning per unknown code and file, saying how it is treated and why (`where`: e.g. the column)."""
+        reported = self.unknown_reported.setdefault(file, set())
+        if code in reported:
+            return
+        reported.add(code)
+        named = f" (para {para!r})" if para else ""
+        if code in self.marked_secret:
+            how = "treated as a secret: [htekd] secret_parameters marks it"
+        elif para and secret_name(para):
+            how = "treated as a secret: its name says it holds a credential"
+        else:
+            how = "not treated as a secret (add it to [htekd] secret_parameters if it holds a credential)"
+        self.warn(file, line, f"{where}{code}{named} is not in the parameter catalog: sent as is, {how}")
+
+    def value(self, file: str, line: int, code: str, text: str, para: str = "") -> Value:
+        cat = catalog()
+        param = cat.get(code)
+        secret = code in self.marked_secret or cat.is_secret(code) or secret_name(para)
+        if secret:
+            self.secrets.add(code)
+        literal = param is not None and not cat.takes_placeholders(param)
+        used = frozenset() if literal else frozenset(PLACEHOLDER.findall(text))
+        problem = (cat.check(code, text, secret) if not used else None) or _not_xml(text)
+        if problem:
+            self.error(file, line, f"{code}: {problem}")
+        return Value(text, f"{file}:{line}", used, para=para if param is None else "",
+                     factory=_is_factory(param, text), literal=literal)
+
+
+
+class _Loader(SettingsReader):
+    def __init__(self, root: Path, secret_parameters: frozenset = frozenset()):
+        super().__init__(secret_parameters)
+        self.root = root
 
     def rel(self, path: Path) -> str:
         try:
@@ -126,32 +217,14 @@ class _Loader:
     def layer(self, path: Path) -> Layer:
         name = self.rel(path)
         try:
-            data = path.read_bytes()
+            values = self.read(name, path.read_bytes())
         except OSError as exc:
             self.error(name, 0, f"cannot read: {exc.strerror}")
             return Layer(name, MappingProxyType({}))
-        try:
-            settings = phonexml.parse(data)
         except phonexml.PhoneXmlError as exc:
             self.error(name, exc.line, str(exc))
             return Layer(name, MappingProxyType({}))
-        values: dict[str, Value] = {}
-        cat = catalog()
-        for setting in settings:
-            param = cat.get(setting.code)
-            if param is None:
-                self.warn(name, setting.line, f"{setting.code} is not in the parameter catalog (sent as is)")
-            elif setting.code in values and values[setting.code].value != setting.value:
-                self.warn(name, setting.line, f"{setting.code} is set twice; the later value wins")
-            values[setting.code] = self.value(name, setting.line, setting.code, setting.value)
         return Layer(name, MappingProxyType(values))
-
-    def value(self, file: str, line: int, code: str, text: str) -> Value:
-        used = frozenset(PLACEHOLDER.findall(text))
-        problem = (catalog().check(code, text) if not used else None) or _not_xml(text)
-        if problem:
-            self.error(file, line, f"{code}: {problem}")
-        return Value(text, f"{file}:{line}", used)
 
     def layer_dir(self, folder: str, kind: str) -> dict[str, Layer]:
         layers: dict[str, Layer] = {}
@@ -174,34 +247,35 @@ class _Loader:
 
     # -- inventory -------------------------------------------------------------------------
 
-    def phones(self, path: Path) -> tuple[dict[str, Phone], list[str]]:
+    def phones(self, path: Path) -> tuple[dict[str, Phone], list[str], dict[str, str]]:
+        """The phones, the columns that are only placeholders, and the parameter columns (name -> P-code)."""
         name = self.rel(path)
         if not path.exists():
             self.warn(name, 0, "no inventory: every phone is unknown")
-            return {}, []
+            return {}, [], {}
         try:
             text = path.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = path.read_bytes()[: exc.start].count(b"\n") + 1
             self.error(name, line, "not UTF-8 text (save the spreadsheet as CSV UTF-8)")
-            return {}, []
+            return {}, [], {}
         except OSError as exc:
             self.error(name, 0, f"cannot read: {exc.strerror}")
-            return {}, []
+            return {}, [], {}
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         try:
             header = next(reader, None)
         except csv.Error as exc:
             self.error(name, 1, f"malformed CSV: {exc}")
-            return {}, []
+            return {}, [], {}
         if not header:
             self.error(name, 1, "empty file: the first line must name the columns (mac, model, group, ...)")
-            return {}, []
+            return {}, [], {}
         header = [column.strip() for column in header]
         lowered = [column.lower() for column in header]
         if "mac" not in lowered:
             self.error(name, 1, "no 'mac' column")
-            return {}, []
+            return {}, [], {}
         columns: dict[int, str] = {}  # index -> P-code, or "" for a variable column
         variables: list[str] = []
         seen_columns: dict[str, int] = {}
@@ -213,10 +287,15 @@ class _Loader:
                 columns[index] = key
             elif is_pcode(column) or _is_parameter_name(column):
                 try:
-                    code = catalog().lookup(column).code
+                    param = catalog().lookup(column)
+                    code = param.code
+                    if re.fullmatch(r"[A-Za-z]+", column) and name_key(column) != name_key(param.name):
+                        # One plain word another system gives a parameter ("Type", "Active") may be a note.
+                        self.warn(name, 1, f"column {column!r} sets {code} ({param.name}), a name other systems use "
+                                  "for it; prefix it with # if it is a note")
                 except UnknownParameter:
-                    code = column.upper()
-                    self.warn(name, 1, f"column {column!r}: {code} is not in the parameter catalog (sent as is)")
+                    code = f"P{int(column[1:])}"
+                    self.unknown_code(name, 1, code, "", f"column {column!r}: ")
                 except AmbiguousName as exc:
                     self.error(name, 1, f"column {column!r}: {exc}")
                     continue
@@ -248,7 +327,7 @@ class _Loader:
                 first_line[phone.mac] = line
         except csv.Error as exc:
             self.error(name, reader.line_num, f"malformed CSV: {exc}")
-        return phones, variables
+        return phones, variables, {header[index]: code for index, code in columns.items() if code.startswith('P')}
 
     def phone(self, file: str, line: int, row: list[str], header: list[str], columns: dict[int, str]) -> Phone | None:
         if len(row) > len(header) and any(cell.strip() for cell in row[len(header):]):
@@ -307,6 +386,36 @@ def _trailing_newlines(row: list[str]) -> int:
     return sum(cell.count("\n") for cell in row)
 
 
+def _named_code(para: str) -> str | None:
+    """The P-code a para attribute names, when it names exactly one."""
+    if not para:
+        return None
+    try:
+        return catalog().lookup(para).code
+    except CatalogError:
+        return None
+
+
+def _is_factory(param: Param | None, text: str) -> bool:
+    return param is not None and param.default_known and text == param.default
+
+
+def _column_code(placeholder: str, parameter_columns: Mapping[str, str]) -> str | None:
+    """The P-code of the phones.csv column a placeholder names: by the column's own heading, or by
+    any name of the parameter it sets (`{Account1_SipUserId}` for a column headed P35)."""
+    if placeholder in parameter_columns:
+        return parameter_columns[placeholder]
+    try:
+        return catalog().lookup(placeholder).code
+    except CatalogError:
+        return None
+
+
+def _with_column_placeholders(phone: Phone, from_columns: Mapping[str, str]) -> Phone:
+    cells = {name: phone.values[code].value for name, code in from_columns.items() if code in phone.values}
+    return dataclasses.replace(phone, variables=MappingProxyType({**phone.variables, **cells}))
+
+
 def _is_parameter_name(column: str) -> bool:
     try:
         catalog().lookup(column)
@@ -317,10 +426,12 @@ def _is_parameter_name(column: str) -> bool:
     return True
 
 
-def load(root: Path) -> tuple[Snapshot, list[Problem]]:
-    """Read the whole tree. Returns the snapshot and every problem found (errors and warnings)."""
+def load(root: Path, secret_parameters: frozenset = frozenset()) -> tuple[Snapshot, list[Problem]]:
+    """Read the whole tree. Returns the snapshot and every problem found (errors and warnings).
+
+    `secret_parameters`: P-codes the administrator marked secret, beyond the catalog's."""
     root = Path(root)
-    loader = _Loader(root)
+    loader = _Loader(root, frozenset(secret_parameters))
     try:
         return _load(root, loader), loader.problems
     except OSError as exc:  # a folder htekd may not enter, say: every other read reports its own file
@@ -359,25 +470,37 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
             loader.error(layer.name, 0, "file name is not a MAC (expected settings/phones/<mac>.xml)")
             continue
         phone_layers[mac] = layer
-    phones, variables = loader.phones(root / "phones.csv")
+    phones, variables, parameter_columns = loader.phones(root / "phones.csv")
 
     known = set(FACTS) | set(variables)
+    columns_by_code = {code: column for column, code in parameter_columns.items()}
+    from_columns: dict[str, str] = {}  # placeholder -> P-code of the phones.csv column it names
     used: set[str] = set()
+
+    def check_placeholders(value: Value, file: str, line: int, code: str) -> None:
+        for variable in sorted(value.variables - known - from_columns.keys()):
+            column_code = _column_code(variable, parameter_columns)
+            if column_code in columns_by_code:
+                from_columns[variable] = column_code
+                continue
+            loader.error(file, line, f"{code}: unknown placeholder {{{variable}}} (not a column of phones.csv "
+                         f"nor one of: {', '.join(FACTS)})")
+
     for layer in (common, *model_layers.values(), *group_layers.values(), *phone_layers.values()):
         for code, value in layer.values.items():
             used |= value.variables
-            for variable in sorted(value.variables - known):
-                loader.error(value.source.rsplit(":", 1)[0], int(value.source.rsplit(":", 1)[1]),
-                             f"{code}: unknown placeholder {{{variable}}} (not a column of phones.csv nor one of: {', '.join(FACTS)})")
+            file, _, line = value.source.rpartition(":")
+            check_placeholders(value, file, int(line), code)
     for phone in phones.values():
         for code, value in phone.values.items():
             used |= value.variables
-            for variable in sorted(value.variables - known):
-                loader.error("phones.csv", phone.line, f"{code}: unknown placeholder {{{variable}}}")
+            check_placeholders(value, "phones.csv", phone.line, code)
     for variable in variables:
         if variable not in used:
             loader.error("phones.csv", 1, f"column {variable!r} is neither a parameter nor a placeholder used in settings "
                          "(prefix it with # to keep it as a note)")
+    if from_columns:  # each phone's cells of those columns become its placeholders' values
+        phones = {mac: _with_column_placeholders(phone, from_columns) for mac, phone in phones.items()}
     for mac, phone in phones.items():
         if phone.group and phone.group not in group_layers:
             loader.warn("phones.csv", phone.line, f"group {phone.group!r} has no settings/groups/{phone.group}.xml")
@@ -399,14 +522,15 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
         groups=MappingProxyType(group_layers),
         phone_layers=MappingProxyType(phone_layers),
         phones=MappingProxyType(phones),
-        variables=frozenset(variables),
+        variables=frozenset(variables) | from_columns.keys(),
         resource_names=resource_names,
+        secrets=frozenset(loader.secrets),
     )
 
 
-def load_strict(root: Path) -> Snapshot:
+def load_strict(root: Path, secret_parameters: frozenset = frozenset()) -> Snapshot:
     """The snapshot the daemon serves: any error refuses the whole tree."""
-    snapshot, problems = load(root)
+    snapshot, problems = load(root, secret_parameters)
     if any(p.severity == "error" for p in problems):
         raise TreeError(problems)
     return snapshot

@@ -108,4 +108,4 @@ def params_of(data: bytes) -> dict[str, str]:
     """code -> value of a rendered file (the last one wins, as the phone applies them)."""
     from htekd import phonexml
 
-    return {setting.code: setting.value for setting in phonexml.parse(data)}
+    return {setting.key: setting.value for setting in phonexml.parse(data)}

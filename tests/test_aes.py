@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from htekd import aes
 from htekd.cli import CommandError
-from htekd.commands import crypt
+from htekd.commands import common, crypt
 
 REPO = Path(__file__).resolve().parent.parent
 IV_HEX = "0B1E1D000F0B07091D1F04071F1E0407"
@@ -392,14 +392,14 @@ def test_write_keeps_mode_and_follows_links(tmp_path):
     target.chmod(0o640)
     link = tmp_path / "link.enc"
     link.symlink_to(target.name)
-    crypt._write(str(link), b"new")
+    common.write_output(str(link), b"new")
     assert link.is_symlink() and target.read_bytes() == b"new"
     assert target.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.enc", "link.enc"]
 
 
 def test_write_to_a_device_writes_in_place():
-    crypt._write(os.devnull, b"data")
+    common.write_output(os.devnull, b"data")
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)  # not replaced by a regular file
 
 
@@ -414,7 +414,7 @@ def test_failed_write_leaves_no_half_file(tmp_path, monkeypatch, existing):
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(CommandError) as caught:
-        crypt._write(str(target), b"x" * 100_000)
+        common.write_output(str(target), b"x" * 100_000)
     assert str(caught.value) == f"cannot write {target}: No space left on device"
     assert sorted(p.name for p in tmp_path.iterdir()) == (["cfg.enc"] if existing else [])
     if existing:

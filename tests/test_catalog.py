@@ -209,6 +209,8 @@ CURATED = [
     ("Account3_Label", ["Reception"], ["Re\x00ception"]),
     ("Account1_LocalSipPort", ["5060", "1", "65535"], ["0", "65536", "sip"]),
     ("Account5_HotelingPassWord", ["1234"], ["\x1b[0m"]),
+    ("Account1_DialPlan", ["{[x*]+}", "{xxxx|9xxxxxxx|*x+}"], ["{x}\x07"]),
+    ("P24794", ["{[x*]+}"], ["\x00"]),
     ("P30", ["time.windows.com", "pool.ntp.org", "192.168.0.1", "fe80::1"], ["time server", "ntp:123", "a..b"]),
     ("P8622", ["0.pool.ntp.org"], ["http://pool.ntp.org"]),
     ("P64", ["0", "18", "99"], ["UTC+1", "-1"]),
@@ -291,7 +293,7 @@ def test_messages_say_what_was_expected():
     assert c.check("P194", "yes") == "expected 0 or 1, got 'yes'"
     assert c.check("P1145", "67") == "expected one of 66, 128, 150, got '67'"
     assert c.check("P40", "0") == "expected an integer from 1 to 65535, got '0'"
-    assert c.check("P8631", "xyz") == "expected 1-16 hex digits, got 'xyz'"
+    assert c.check("P8631", "xyz") == "expected 1-16 hex digits, got a secret of 3 characters"  # never quoted
     assert c.check("P35", "a\tb") == "control character U+0009 not allowed"
 
 
@@ -301,7 +303,7 @@ def test_uncurated_parameters_follow_their_default_type():
     assert c.check("P52", "1") is None and c.check("P52", "-1") is None
     assert c.check("P52", "stun") == "expected an integer, got 'stun'"
     assert c.check("P52", "1.5") and c.check("P52", " 1") and c.check("P52", "\uff11")
-    assert c.rule("P4200") is None  # dial plan, a text default
+    assert c.rule("P4201").type == "dialplan"  # any text, braces included
     assert c.check("P4200", "{[x*]+|911}") is None
     assert c.check("Account1_VoiceMailId", "*97 now") is None  # blank default: any text
 

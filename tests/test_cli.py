@@ -79,7 +79,7 @@ def test_check_reports_every_error_as_file_line_message(tmp_path):
 
 
 def test_warnings_do_not_fail_check(tmp_path):
-    conf = make_site(tmp_path, csv="mac,group\n001fc1000001,nowhere\n", common=settings_xml(("P99999", "kept"), ("P237", "")))
+    conf = make_site(tmp_path, csv="mac,group\n001fc1000001,nowhere\n", common=settings_xml(("P99999", "kept"), ("P237", "http://192.0.2.1/cfg")))
     done = htekd("check", "-c", str(conf))
     assert done.returncode == 0
     lines = problem_lines(done)

@@ -63,7 +63,7 @@ def test_configurations_differ_only_where_the_protocol_is_written_in(daemon):
 
 def test_configurations_are_byte_identical_when_the_settings_name_the_server(daemon, site):
     common = site / "root" / "settings" / "common.xml"
-    fixed = "".join(f'        <{code} para="">{"1" if code == "P212" else "http://192.0.2.10/p"}</{code}>\n'
+    fixed = "".join(f'        <{code} para="">{"3" if code == "P212" else "http://192.0.2.10/p"}</{code}>\n'
                     for code in PER_PROTOCOL)
     common.write_text(common.read_text(encoding="utf-8").replace("    </config>", fixed + "    </config>"),
                       encoding="utf-8")

@@ -9,6 +9,7 @@ import pytest
 
 from contenttree import REAL_CONFIG, client, make_site, params_of, resolver_for, settings_xml
 from htekd import phonexml, tree
+from htekd.catalog import catalog
 
 MAC = "001fc1000001"
 
@@ -50,7 +51,7 @@ def test_exact_layout_of_a_rendered_file(tmp_path):
         '        <P237 para="FirmwareUpGrade_ConfigServerPath">http://127.0.0.1:8080</P237>\n'
         "        <!--Other-->\n"
         '        <P88888 para="">also kept</P88888>\n'
-        '        <P99999 para="">kept</P99999>\n'
+        '        <P99999 para="Whatever">kept</P99999>\n'
         "    </config>\n"
         "</hl_provision>\n"
     )
@@ -155,6 +156,8 @@ PLACEHOLDERS = dict(
         ("P736", "{group}"),
         ("P4200", "{{[x*]+}} {{extension}}"),
         ("P1360", "literal {{mac}}"),
+        ("P4201", "{xxxx|[x*]+}"),
+        ("P24794", "{xxxx|[x*]+}"),
     ),
     groups={"sales": settings_xml()},
 )
@@ -171,6 +174,7 @@ def test_placeholders_filled_in_the_phone_config(tmp_path):
     assert values["P736"] == "sales"
     assert values["P4200"] == "{[x*]+} {extension}"
     assert values["P1360"] == "literal {mac}"
+    assert values["P4201"] == values["P24794"] == "{xxxx|[x*]+}"  # a dial plan's braces are the phone's
 
 
 def test_phone_only_values_are_left_out_of_the_model_config(tmp_path):
@@ -205,23 +209,36 @@ def test_server_paths_carry_the_path_prefix(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["common", "models", "groups", "phones", "csv"])
-def test_a_layer_setting_them_wins_even_blank(tmp_path, where):
-    blanks = settings_xml(("P212", ""), ("P237", ""), ("P192", "http://fw.example.com/htek"))
+def test_a_layer_setting_them_wins(tmp_path, where):
+    chosen = settings_xml(("P212", ""), ("P237", "tftp://10.0.0.1"), ("P192", "http://fw.example.com/htek"))
     site = dict(csv=f"mac,model,group\n{MAC},UC924,sales\n")
     if where == "common":
-        site["common"] = blanks
+        site["common"] = chosen
     elif where == "csv":
         site["csv"] = f"mac,model,group,P212,P237,P192\n{MAC},UC924,sales,2,tftp://10.0.0.1,http://fw.example.com/htek\n"
     else:
-        site[where] = {{"models": "UC924", "groups": "sales", "phones": MAC}[where]: blanks}
+        site[where] = {{"models": "UC924", "groups": "sales", "phones": MAC}[where]: chosen}
     data = render(tmp_path, f"cfg{MAC}.xml", "tftp", **site)
     values = params_of(data)
     if where == "csv":
         assert (values["P212"], values["P237"]) == ("2", "tftp://10.0.0.1")
     else:
-        assert (values["P212"], values["P237"]) == ("", "")
+        assert (values["P212"], values["P237"]) == ("", "tftp://10.0.0.1")
         assert b'<P212 para="FirmwareUpGrade_UrgrateMode" />' in data
     assert values["P192"] == "http://fw.example.com/htek"
+
+
+def test_factory_values_do_not_keep_htekd_from_filling_in(tmp_path):
+    """A phone's own download as a layer: its factory P192, blank P237 and blank resource URLs."""
+    cat = catalog()
+    factory = settings_xml(*[(code, cat.get(code).name, cat.get(code).default)
+                             for code in ("P212", "P237", "P192", "P20174", "P20175", "P20176", "P20177")])
+    values = params_of(render(tmp_path, "cfg0012.xml", "tftp", common=factory,
+                              files={"Language.tar": b"L", "ring4.bin": b"R"}))
+    assert values["P237"] == values["P192"] == values["P20174"] == "tftp://127.0.0.1:6969"
+    assert values["P20175"] == "tftp://127.0.0.1:6969/Language.tar"
+    assert values["P212"] == "0"
+    assert values["P20176"] == values["P20177"] == ""  # no file to point at: the factory value stays
 
 
 def test_resource_urls_filled_for_files_present(tmp_path):
@@ -252,20 +269,23 @@ def test_real_3582_parameter_configuration_round_trip(tmp_path):
     resolver = resolver_for(tmp_path / "htekd.conf")
     from htekd.catalog import catalog
 
-    before = {s.code: s.value for s in phonexml.parse(original)}
+    before = {s.key: s.value for s in phonexml.parse(original)}
     assert len(before) == 3582
     secrets = {code for code in before if catalog().is_secret(code)}
     assert secrets
     for name in ("cfg001fc1000001.xml", "cfg0012.xml", "cfg001fc10000ff.xml"):
         data = resolver.resolve(name, client("http")).content
         after_settings = phonexml.parse(data)
-        after = {s.code: s.value for s in after_settings}
+        after = {s.key: s.value for s in after_settings}
+        # The download's factory server paths do not count as the administrator's: htekd fills them in.
+        assert after["P237"] == after["P192"] == "http://127.0.0.1:8080"
+        expected = {**before, "P237": after["P237"], "P192": after["P192"]}
         if name == "cfg001fc1000001.xml":  # a phone of the inventory gets every parameter, each once
             assert len(after_settings) == len(after) == 3582
-            assert after == before
+            assert after == expected
         else:  # model files and unknown phones get everything but passwords and keys
             assert set(after) == set(before) - secrets
-            assert after == {code: value for code, value in before.items() if code not in secrets}
+            assert after == {code: value for code, value in expected.items() if code not in secrets}
     assert after["P8685"].startswith("Copyright © ")
 
     data = resolver.resolve("cfg001fc1000001.xml", client("http")).content

@@ -139,7 +139,8 @@ def test_malformed_xml_in_each_settings_folder_names_file_and_line(tmp_path, whe
 def test_settings_structure_errors(tmp_path):
     text = settings_xml(("P47", "a.example")).replace("<P47", "<Sipserver").replace("</P47>", "</Sipserver>")
     _, problems = load(tmp_path, common=text)
-    assert only_error(problems).startswith("settings/common.xml:4: error: unexpected element <Sipserver>")
+    assert only_error(problems) == ("settings/common.xml:4: error: <Sipserver> is not a parameter name htekd knows "
+                                    "(write it as a P-code if the phone has it)")
 
 
 def test_settings_values_are_validated_with_their_line(tmp_path):
@@ -194,7 +195,7 @@ def test_a_pcode_given_twice_with_different_values_warns_and_the_later_wins(tmp_
     common = settings_xml(("P47", "a.example"), ("P47", "b.example"))
     snapshot, problems = load(tmp_path, common=common)
     assert errors(problems) == []
-    assert "settings/common.xml:5: warning: P47 is set twice; the later value wins" in [str(p) for p in problems]
+    assert "settings/common.xml:5: warning: P47 is set twice in this file (first on line 4); the later value wins" in [str(p) for p in problems]
     assert snapshot.common.values["P47"].value == "b.example"
 
 
@@ -212,7 +213,7 @@ def test_unknown_placeholder_is_an_error_at_load(tmp_path):
 
 def test_unknown_placeholder_in_a_csv_cell(tmp_path):
     _, problems = load(tmp_path, csv="mac,Account1_DispalyName\n001fc1000001,{name} desk\n")
-    assert only_error(problems) == "phones.csv:2: error: P3: unknown placeholder {name}"
+    assert only_error(problems).startswith("phones.csv:2: error: P3: unknown placeholder {name} (not a column of phones.csv")
 
 
 def test_facts_and_used_columns_are_known_placeholders(tmp_path):
@@ -261,7 +262,8 @@ def test_parameter_columns_by_code_name_or_unknown_code(tmp_path):
     csv = "mac,p47,Account1_dispalyname,P99999\n001fc1000001,pbx.example.com,Zoë,raw\n"
     snapshot, problems = load(tmp_path, csv=csv)
     assert errors(problems) == []
-    assert "phones.csv:1: warning: column 'P99999': P99999 is not in the parameter catalog (sent as is)" in [str(p) for p in problems]
+    assert "phones.csv:1: warning: column 'P99999': P99999 is not in the parameter catalog: sent as is, " \
+        "not treated as a secret (add it to [htekd] secret_parameters if it holds a credential)" in [str(p) for p in problems]
     assert {code: v.value for code, v in snapshot.phones["001fc1000001"].values.items()} == {
         "P47": "pbx.example.com", "P3": "Zoë", "P99999": "raw"}
 

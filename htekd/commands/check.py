@@ -8,7 +8,7 @@ from htekd import phonexml, tree
 from htekd.catalog import catalog
 from htekd.commands.common import add_config_argument, load_config
 from htekd.models import models
-from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
+from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH, RESOURCE_URLS, RING_FILES, RING_URL
 from htekd.resources import check_files, firmware_offer
 
 
@@ -36,12 +36,12 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
             continue  # a hand-made file in files/ overrides it
         settings = phonexml.parse(resolution.content)
         for setting in settings:
-            message = cat.check(setting.code, setting.value) if cat.get(setting.code) else None
+            message = cat.check(setting.key, setting.value, setting.key in snapshot.secrets) if cat.get(setting.key) else None
             if message:
-                problems.append(tree.Problem(file, line, f"{setting.code} for {resolution.path}: {message}"))
+                problems.append(tree.Problem(file, line, f"{setting.key} for {resolution.path}: {message}"))
         phone = snapshot.phones.get(target)
         if phone is not None:
-            offer = firmware_offer({s.code: s.value for s in settings}, config.public_url("http"), snapshot.files,
+            offer = firmware_offer({s.key: s.value for s in settings}, config.public_url("http"), snapshot.files,
                                    models().get(phone.model) if phone.model else None)
             for name in offer.missing if offer else ():
                 key = (phone.model, offer.folder, offer.version, name)
@@ -60,17 +60,28 @@ SERVER_FACTS = {"server_url", "server_host", "config_url", "firmware_url"}
 
 
 def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
+    """Layers that keep phones away from htekd: server paths, and resource URLs of files htekd has.
+    A value equal to the phone's factory default is not counted: htekd fills it in anyway."""
     problems = []
     host = config.server.server_host
+    resource_codes = {code: name for code, name in RESOURCE_URLS.items() if name in snapshot.resource_names}
+    if RING_FILES & snapshot.resource_names:
+        resource_codes[RING_URL] = "ring4.bin .. ring8.bin"
     layers = [snapshot.common, *snapshot.models.values(), *snapshot.groups.values(), *snapshot.phone_layers.values()]
     for layer in layers:
-        for code in (CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH):
+        for code in (CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH, *resource_codes):
             value = layer.values.get(code)
-            if value is not None and host not in value.value and not value.variables & SERVER_FACTS:
-                file, _, line = value.source.rpartition(":")
-                shown = repr(value.value) if value.value else "blank"  # repr: a value never breaks the line
-                problems.append(tree.Problem(file, int(line), f"{code} points away from this server ({shown}): "
-                                             "phones will stop asking htekd; remove it to let htekd fill it in", "warning"))
+            if value is None or value.factory or host in value.value or value.variables & SERVER_FACTS:
+                continue
+            file, _, line = value.source.rpartition(":")
+            shown = repr(value.value) if value.value else "blank"  # repr: a value never breaks the line
+            if code in resource_codes:
+                message = (f"{code} points away from this server ({shown}) although files/ has {resource_codes[code]}: "
+                           "remove it to let htekd fill in its own URL")
+            else:
+                message = (f"{code} points away from this server ({shown}): "
+                           "phones will stop asking htekd; remove it to let htekd fill it in")
+            problems.append(tree.Problem(file, int(line), message, "warning"))
     if config.server.aes_key_in_model_file:
         problems.append(tree.Problem(str(config.source), 0, "[htekd] aes_key_in_model_file: the AES key travels in clear "
                                      "in every cfg<devcode>.xml; turn it off once the phones have it", "warning"))
@@ -79,7 +90,7 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 def run(args) -> int:
     config = load_config(args.config)
-    snapshot, problems = tree.load(config.server.root)
+    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)

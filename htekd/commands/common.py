@@ -1,6 +1,14 @@
-"""What several commands share: the -c option and loading config and content tree as one-line errors."""
+"""What several commands share: the -c option, loading config and content tree as one-line errors,
+and reading and writing the files they are given."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
 
 from htekd import config as config_module
 from htekd.cli import CommandError
@@ -26,3 +34,63 @@ def load_resolver(path: str):
         return Resolver.from_config(load_config(path))
     except TreeError as exc:
         raise CommandError(str(exc)) from None
+
+
+def shown(path: str) -> str:
+    return "standard input" if path == "-" else path
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def write_output(path: str, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all.
+
+    A regular file is replaced by renaming a temporary file from the same folder over it, so an
+    error never leaves half a file; a device or pipe (/dev/null, a FIFO) is written in place.
+    """
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = os.path.realpath(path)  # write through a symbolic link rather than replace it
+    try:
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is None or stat.S_ISREG(mode):
+            replace_file(target, data, None if mode is None else stat.S_IMODE(mode))
+        elif stat.S_ISDIR(mode):
+            raise CommandError(f"cannot write {path}: is a folder")
+        else:
+            with open(target, "wb") as stream:
+                stream.write(data)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def replace_file(target: str, data: bytes, mode: int | None) -> None:
+    """Replace `target` by a file holding `data`, keeping its `mode` (None: a new file)."""
+    folder, name = os.path.split(target)
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    # a new file gets 0666 less the umask, as openssl's output would
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            if mode is not None:
+                os.fchmod(stream.fileno(), mode)
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

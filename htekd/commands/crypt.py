@@ -6,15 +6,12 @@ Equivalent to `openssl enc [-d] -aes-128-cbc -K KEY -iv 0B1E1D000F0B07091D1F0407
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import secrets
-import stat
-import sys
 from pathlib import Path
 
 from htekd import aes
 from htekd.cli import CommandError
+from htekd.commands.common import read_input, shown, write_output
 
 KEY_ENVIRONMENT = "HTEKD_AES_KEY"
 
@@ -45,7 +42,7 @@ Equivalent openssl command:
 
 def run(args: argparse.Namespace) -> int:
     key = _key(args)
-    data = _read(args.input)
+    data = read_input(args.input)
     try:
         if args.command == "encrypt":
             result = aes.encrypt(data, key)
@@ -53,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
             result = aes.decrypt(data, key)
             if not (args.raw or aes.looks_like_xml(result)):
                 raise CommandError(
-                    f"{_shown(args.input)}: decrypted data is not XML: wrong key? (--raw writes it anyway)"
+                    f"{shown(args.input)}: decrypted data is not XML: wrong key? (--raw writes it anyway)"
                 )
     except aes.DecryptError as exc:
-        raise CommandError(f"{_shown(args.input)}: {exc}") from None
-    _write(args.output, result)
+        raise CommandError(f"{shown(args.input)}: {exc}") from None
+    write_output(args.output, result)
     return 0
 
 
@@ -80,63 +77,3 @@ def _key(args: argparse.Namespace) -> str:
     except aes.InvalidKey as exc:
         raise CommandError(f"invalid AES key ({source}): {exc}") from None
     return key
-
-
-def _shown(path: str) -> str:
-    return "standard input" if path == "-" else path
-
-
-def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _write(path: str, data: bytes) -> None:
-    """Write `data` to `path` whole or not at all.
-
-    A regular file is replaced by renaming a temporary file from the same folder over it, so an
-    error never leaves half a file; a device or pipe (/dev/null, a FIFO) is written in place.
-    """
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    target = os.path.realpath(path)  # write through a symbolic link rather than replace it
-    try:
-        try:
-            mode = os.stat(target).st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is None or stat.S_ISREG(mode):
-            _replace(target, data, None if mode is None else stat.S_IMODE(mode))
-        elif stat.S_ISDIR(mode):
-            raise CommandError(f"cannot write {path}: is a folder")
-        else:
-            with open(target, "wb") as stream:
-                stream.write(data)
-    except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _replace(target: str, data: bytes, mode: int | None) -> None:
-    """Replace `target` by a file holding `data`, keeping its `mode` (None: a new file)."""
-    folder, name = os.path.split(target)
-    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-    # a new file gets 0666 less the umask, as openssl's output would
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            if mode is not None:
-                os.fchmod(stream.fileno(), mode)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

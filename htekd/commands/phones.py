@@ -74,7 +74,7 @@ def add_offers(config, rows: list[dict]) -> None:
         resolution = resolver.render_target(row["mac"], protocol, plain=True)
         if resolution.content is None:
             continue
-        settings = {setting.code: setting.value for setting in phonexml.parse(resolution.content)}
+        settings = {setting.key: setting.value for setting in phonexml.parse(resolution.content)}
         offer = firmware_offer(settings, config.public_url(protocol), resolver.snapshot.files, model, row["firmware"])
         if offer is None:
             continue
