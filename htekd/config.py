@@ -139,20 +139,24 @@ class AccessConfig:
     phone_files: tuple = ANYWHERE  # networks that may have cfg<mac>.xml (they also need `allow`)
     user_agent_mac: str = "check"  # check: a User-Agent naming a MAC gets only that phone's file | ignore
     without_mac: str = "allow"  # HTTP(S) phone-file requests whose User-Agent names no MAC: allow | deny
-    throttle: int = 20  # unknown or denied phone files per address per window; 0 = off
+    throttle: int = 20  # unknown or denied phone files per network per window; 0 = off
     throttle_window: float = 60.0
-    throttle_penalty: float = 600.0  # seconds an address over the limit is refused everything
+    throttle_penalty: float = 600.0  # seconds a network over the limit is refused everything
     throttle_ipv4_prefix: int = 32  # addresses counted together: one IPv4 address by default
     throttle_ipv6_prefix: int = 64  # a host may use every address of its IPv6 /64
 
     def allows(self, networks: tuple, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in networks if network.version == ip.version)
+        ip = client_ip(address)
+        return ip is not None and any(ip in network for network in networks if network.version == ip.version)
+
+
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as listeners give it (an IPv6 scope, IPv4 seen on an IPv6 socket), or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
 
 
 @dataclass(frozen=True)

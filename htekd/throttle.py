@@ -13,6 +13,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 
+from htekd.config import client_ip
+
 IPV4_PREFIX, IPV6_PREFIX = 32, 64
 MAX_KEYS = 4096  # addresses whose network is remembered (parsing one costs more than the rest of a miss)
 
@@ -42,12 +44,9 @@ class Throttle:
         """The network `address` is counted in, e.g. `2001:db8:1:2::/64` or `192.168.0.7/32`."""
         key = self._keys.get(address)
         if key is None:
-            try:
-                ip = ipaddress.ip_address(address.split("%", 1)[0])
-            except ValueError:
+            ip = client_ip(address)
+            if ip is None:
                 return address
-            if ip.version == 6 and ip.ipv4_mapped:
-                ip = ip.ipv4_mapped
             prefix = self.prefixes[0] if ip.version == 4 else self.prefixes[1]
             key = str(ipaddress.ip_network((ip, prefix), strict=False))
             keys = self._keys
