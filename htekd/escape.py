@@ -26,7 +26,8 @@ def shown(text: str, markup: bool = True) -> str:
 def quoted(text: str) -> str:
     """`text` as an ASCII JSON string with `<`, `>` and `&` escaped too: one token that no client
     text can end early nor follow with a forged field or line."""
-    return shown(_json_string(text))
+    text = _json_string(text)
+    return shown(text) if "<" in text or ">" in text or "&" in text else text  # the rest is printable ASCII
 
 
 def _escaped(char: str) -> str:

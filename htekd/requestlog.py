@@ -81,7 +81,7 @@ _BARE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")  # what MACs, models and fir
 
 def _bare(text: str) -> str:
     """A field written unquoted when it looks like one (UC924, 2.0.4.2), quoted like a name otherwise."""
-    return text if _BARE.fullmatch(text) else quoted(text)
+    return text if (text.isascii() and text.isalnum()) or _BARE.fullmatch(text) else quoted(text)
 
 
 def _iso(moment: float) -> str:
