@@ -193,6 +193,24 @@ def test_forged_udp_requests_never_lock_out_the_victim_nor_move_a_phone(daemon, 
     assert len(rows) <= 5
 
 
+def test_a_tftp_scanner_that_acknowledges_is_throttled_on_every_protocol(daemon):
+    scanner = "127.0.0.77"
+    d = daemon({"access": {"throttle": "3", "throttle_penalty": "600"}})
+    for n in range(3):  # curl acknowledges every block: these requests were no forgery
+        fetched = curl("--interface", scanner, d.url("tftp", f"cfg001fc1cc{n:04x}.xml"))
+        assert fetched.returncode == 0 and fetched.stdout.startswith(b"<?xml")
+    d.wait_log(3)
+    # They count with its TCP requests: the very next unknown phone file is one too many.
+    for name in ("cfg001fc1cc0100.xml", "cfg0012.xml"):
+        refused = curl("--interface", scanner, "-w", "%{http_code}", "-o", "/dev/null", d.url("http", name))
+        assert refused.stdout == b"403"
+    line = d.wait_log(lambda text: text.startswith("http ", 25) and "throttled: more than 3" in text)
+    assert f"from {scanner}/32; refused for 600 s" in line
+    assert fail2ban_pattern().search(line)["host"] == scanner
+    phone = curl("-A", PHONE_UA, d.url("http", f"cfg{PHONE_MAC}.xml"))  # elsewhere: served
+    assert phone.returncode == 0 and PHONE_SECRET in phone.stdout
+
+
 def test_the_phones_seen_keep_a_bounded_number_of_macs_outside_the_inventory(tmp_path: Path):
     from htekd.requestlog import RequestRecord
     from htekd.resolution import Client
