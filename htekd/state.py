@@ -28,6 +28,7 @@ MAX_OTHER_PHONES = 10_000
 # showed it receives at that address. Anything else (a firmware fetch naming a MAC in its User-Agent,
 # a PnP SUBSCRIBE, a UDP request never acknowledged) could come from someone else.
 OWN_FILES = ("phone-config", "unknown-phone")
+ADDRESSES_CONFIRMED = 1  # the database's user_version from which addresses come only from such transfers
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phones (
@@ -129,6 +130,11 @@ class PhoneStore:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(SCHEMA)
+            if connection.execute("PRAGMA user_version").fetchone()[0] < ADDRESSES_CONFIRMED:
+                # Addresses written before were taken from any request, a forged one included.
+                with connection:
+                    connection.execute("UPDATE phones SET address = NULL")
+                    connection.execute(f"PRAGMA user_version = {ADDRESSES_CONFIRMED}")
         except sqlite3.Error as exc:
             raise StateError(f"cannot open {self.path}: {exc}") from None
         self._connection = connection

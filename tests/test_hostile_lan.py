@@ -291,3 +291,28 @@ def test_a_daemon_line_quoting_a_client_text_stays_one_line(capsys):
 
     say("http: \"/a\u2028b\nc\u009b\" failed: <reason>")
     assert capsys.readouterr().err == 'htekd: http: "/a\\u2028b\\u000ac\\u009b" failed: <reason>\n'
+
+
+def test_addresses_recorded_before_they_had_to_be_confirmed_are_forgotten(tmp_path: Path):
+    import sqlite3
+
+    from htekd.requestlog import RequestRecord
+    from htekd.resolution import Client
+    from htekd.state import SCHEMA, PhoneStore, read
+
+    old = sqlite3.connect(tmp_path / "phones.sqlite")
+    old.executescript(SCHEMA)
+    old.execute("INSERT INTO phones (mac, address, first_seen, last_seen) VALUES (?, '192.0.2.66', 1, 1)", (PHONE_MAC,))
+    old.commit()
+    old.close()
+    store = PhoneStore(tmp_path)
+    store.close()
+    [phone], _ = read(tmp_path)
+    assert phone.mac == PHONE_MAC and phone.address is None  # a forged request may have written it
+    store = PhoneStore(tmp_path)
+    store.observe(RequestRecord(2.0, "http", "192.0.2.5", 4000, f"cfg{PHONE_MAC}.xml", "phone-config", "ok", 100, 0.01,
+                                mac=PHONE_MAC), Client("http", "192.0.2.5"))
+    store.close()
+    PhoneStore(tmp_path).close()  # once only: an address learned since stays
+    [phone], _ = read(tmp_path)
+    assert phone.address == "192.0.2.5"
