@@ -141,18 +141,24 @@ class AccessConfig:
     phone_files: tuple = ANYWHERE  # networks that may have cfg<mac>.xml (they also need `allow`)
     user_agent_mac: str = "check"  # check: a User-Agent naming a MAC gets only that phone's file | ignore
     without_mac: str = "allow"  # HTTP(S) phone-file requests whose User-Agent names no MAC: allow | deny
-    throttle: int = 20  # unknown or denied phone files per address per window; 0 = off
+    throttle: int = 20  # unknown or denied phone files per network per window; 0 = off
     throttle_window: float = 60.0
-    throttle_penalty: float = 600.0  # seconds an address over the limit is refused everything
+    throttle_penalty: float = 600.0  # seconds a network over the limit is refused everything
+    throttle_ipv4_prefix: int = 32  # addresses counted together: one IPv4 address by default
+    throttle_ipv6_prefix: int = 64  # a host may use every address of its IPv6 /64
 
     def allows(self, networks: tuple, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in networks if network.version == ip.version)
+        ip = client_ip(address)
+        return ip is not None and any(ip in network for network in networks if network.version == ip.version)
+
+
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as listeners give it (an IPv6 scope, IPv4 seen on an IPv6 socket), or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,7 @@ class PnpConfig:
 class SipConfig:
     user: str = ""  # Digest credentials for phones with check-sync authentication on (P20983)
     password: str = ""
+    realm: str = ""  # the only realm whose Digest challenge is answered; "" = any (see htekd notify --help)
 
 
 @dataclass(frozen=True)
@@ -224,9 +231,10 @@ _SECTIONS = {
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout", "user", "password"},
     "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password"},
-    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
+    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty",
+               "throttle_ipv4_prefix", "throttle_ipv6_prefix"},
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
-    "sip": {"user", "password"},
+    "sip": {"user", "password", "realm"},
     "phonebook": {"enabled", "title", "name", "numbers", "per_group"},
 }
 
@@ -499,7 +507,7 @@ def _sip(read: _Reader) -> SipConfig:
     user, password = read.get("sip", "user", ""), read.get("sip", "password", "")
     if bool(user) != bool(password):
         raise read.error("sip", "password" if user else "user", "user and password go together")
-    return SipConfig(user, password)
+    return SipConfig(user, password, read.get("sip", "realm", ""))
 
 
 def _access(read: _Reader) -> AccessConfig:
@@ -512,4 +520,6 @@ def _access(read: _Reader) -> AccessConfig:
         throttle=read.number("access", "throttle", 20, 0, 100000, int),
         throttle_window=read.number("access", "throttle_window", 60.0, 1.0, 86400.0),
         throttle_penalty=read.number("access", "throttle_penalty", 600.0, 1.0, 604800.0),
+        throttle_ipv4_prefix=read.number("access", "throttle_ipv4_prefix", 32, 8, 32, int),
+        throttle_ipv6_prefix=read.number("access", "throttle_ipv6_prefix", 64, 16, 128, int),
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from htekd.escape import shown
+
 
 def say(message: str) -> None:
-    print(f"htekd: {message}", file=sys.stderr, flush=True)
+    # One line whatever the message quotes (a client's name inside an exception's text).
+    print(f"htekd: {shown(message, markup=False)}", file=sys.stderr, flush=True)

@@ -37,6 +37,9 @@ class Client:
     address: str  # IP address, no port
     port: int = 0
     user_agent: str = ""
+    # The peer has shown it receives at `address` (a TCP handshake). A UDP request has not: anyone can
+    # send one with another host's address, so it is never evidence against that host.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)

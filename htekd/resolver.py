@@ -110,8 +110,11 @@ class Resolver:
     def __init__(self, config: Config, snapshot: tree.Snapshot):
         self._state = _State(config, snapshot)
         self._reload_lock = threading.Lock()
-        access = config.access
-        self._throttle = Throttle(access.throttle, access.throttle_window, access.throttle_penalty)
+        # Misses of confirmed requests (TCP) refuse a network everything; those of UDP requests,
+        # which anyone can send in another host's name, refuse it only phone files over UDP.
+        self._throttle = Throttle(*_throttle_settings(config.access))
+        self._udp_throttle = Throttle(*_throttle_settings(config.access))
+        self._homes: dict[str, str] = {}  # inventory MAC -> address of its last completed own-file transfer
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
@@ -129,8 +132,8 @@ class Resolver:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
             snapshot = tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns)
-            access = config.access
-            self._throttle.configure(access.throttle, access.throttle_window, access.throttle_penalty)
+            for throttle in (self._throttle, self._udp_throttle):
+                throttle.configure(*_throttle_settings(config.access))
             self._state = _State(config, snapshot)
 
     # -- names -----------------------------------------------------------------------------
@@ -205,16 +208,39 @@ class Resolver:
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED, reason="address not allowed")
         if self._throttle.blocked(client.address):
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED,
-                              reason="throttled: too many unknown or denied phone files")
+                              reason=f"throttled: too many unknown or denied phone files from "
+                                     f"{self._throttle.network(client.address)}")
         resolution = self._resolve(state, name, client, cached_only)
+        throttle = self._throttle if client.confirmed else self._udp_throttle
+        phone_file = resolution.kind in (Kind.UNKNOWN_PHONE, Kind.PHONE_CONFIG)
+        if (phone_file and not client.confirmed and throttle.blocked(client.address)
+                and self._homes.get(resolution.mac) != client.address):
+            # Answers go to the request's source: a phone's own file to the address it last completed
+            # a transfer from reaches that phone, whoever sent the request.
+            return _throttled(resolution, f"throttled: too many unknown or denied phone files over UDP from "
+                                          f"{throttle.network(client.address)}; phone files over UDP refused")
         phone_miss = resolution.kind is Kind.UNKNOWN_PHONE or (
             resolution.kind is Kind.PHONE_CONFIG and resolution.status is Status.DENIED)
-        if phone_miss and self._throttle.miss(client.address):
-            return dataclasses.replace(
-                resolution, status=Status.DENIED, content=None, file=None, size=0,
-                reason=f"throttled: more than {access.throttle} unknown or denied phone files in {access.throttle_window:g} s; "
-                       f"refused for {access.throttle_penalty:g} s")
+        if phone_miss and throttle.miss(client.address):
+            scope = "" if client.confirmed else " over UDP"
+            refused = "refused" if client.confirmed else "phone files over UDP refused"
+            return _throttled(resolution, f"throttled: more than {access.throttle} unknown or denied phone files in "
+                                          f"{access.throttle_window:g} s{scope} from {throttle.network(client.address)}; "
+                                          f"{refused} for {access.throttle_penalty:g} s")
         return resolution
+
+    def observe(self, record, client: Client) -> None:
+        """RequestLog observer: learns where each phone of the inventory completes transfers of its own
+        file, and counts against every protocol the misses of UDP requests their client acknowledged."""
+        if not record.confirmed:
+            return
+        if record.kind == Kind.PHONE_CONFIG.value and record.outcome == "ok" and record.mac:
+            homes = self._homes
+            if len(homes) >= MAX_CACHED and record.mac not in homes:
+                homes = self._homes = {}
+            homes[record.mac] = record.address
+        elif record.kind == Kind.UNKNOWN_PHONE.value and not client.confirmed:
+            self._throttle.miss(record.address)  # no forgery: the client answered from that address
 
     def _resolve(self, state: _State, name: str, client: Client, cached_only: bool) -> Resolution:
         agent = parse_user_agent(client.user_agent)
@@ -498,6 +524,15 @@ class Resolver:
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
                 entries.append(Entry(child.name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
         return entries
+
+
+def _throttle_settings(access) -> tuple:
+    return (access.throttle, access.throttle_window, access.throttle_penalty, access.throttle_ipv4_prefix,
+            access.throttle_ipv6_prefix)
+
+
+def _throttled(resolution: Resolution, reason: str) -> Resolution:
+    return dataclasses.replace(resolution, status=Status.DENIED, content=None, file=None, size=0, reason=reason)
 
 
 def _without_secrets(values: dict, secrets: frozenset) -> dict:

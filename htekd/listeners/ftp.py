@@ -9,7 +9,6 @@ refused by pyftpdlib's permission system (read-only permissions "elr": 550).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from pyftpdlib.ioloop import AsyncChat, IOLoop
 from pyftpdlib.servers import FTPServer
 
 from htekd.config import ha1, login_ha1
+from htekd.escape import quoted
 from htekd.events import say
 from htekd.listeners import ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
@@ -182,14 +182,14 @@ class ResolverFS(AbstractedFS):
             return self._resolver.resolve(path, self.client)
         except Exception as exc:  # the resolver promises not to raise; if it does, one request fails
             failure = _ResolverFailed(path, exc)
-            say(f"ftp: {json.dumps(path)} failed: {failure.reason}")
+            say(f"ftp: {quoted(path)} failed: {failure.reason}")
             raise failure from None
 
     def entries(self, path: str):
         try:
             return self._resolver.listdir(path)
         except Exception as exc:
-            say(f"ftp: listing {json.dumps(path)} failed: {type(exc).__name__}: {exc}")
+            say(f"ftp: listing {quoted(path)} failed: {type(exc).__name__}: {exc}")
             return None
 
     def _requested(self, path: str) -> Resolution:

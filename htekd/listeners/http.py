@@ -17,7 +17,6 @@ import email.utils
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
 import secrets
@@ -37,6 +36,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from htekd.config import LOGIN_REALM as REALM, login_ha1
+from htekd.escape import quoted
 from htekd.events import say
 from htekd.listeners import IPv6Only, ListenError
 from htekd.resolution import Client, Kind, Resolution, Status
@@ -352,7 +352,7 @@ class _Exchange:
     def _failed(self, failure):
         """The resolver (or this code) raised: this request fails, the listener lives on."""
         message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
-        say(f"{self.client.protocol}: {json.dumps(self.name)} failed: {message}")
+        say(f"{self.client.protocol}: {quoted(self.name)} failed: {message}")
         if self.resolution is None:
             self.resolution = Resolution(self.name, self.name.strip("/"), Kind.NONE, Status.NOT_FOUND)
         self.reason = f"internal error: {message}"

@@ -219,7 +219,7 @@ class PnpResponder:
         ok = sip.build_response(request, 200, tag, [("Contact", f"<sip:{leg.user}@{sip.hostport(leg.host, leg.port)}>"),
                                                     ("Expires", "0")])
         self.exchanges[host] = [request.header("call-id"), ok, 0]
-        client = Client("sip", host, source[1], phone.user_agent)
+        client = Client("sip", host, source[1], phone.user_agent, confirmed=False)
         error = self.endpoint.send(ok, reply)
         if error:
             self._logged(phone, client, url, None, error)
@@ -239,8 +239,10 @@ class PnpResponder:
             ok, reason = 200 <= answer.response.status < 300, f"NOTIFY answered {answer.summary}"
         resolution = Resolution(name=url, path="", kind=Kind.PNP, status=Status.OK, mac=phone.mac,
                                 model=phone.model or None, firmware=phone.version or None)
+        # An answer to our NOTIFY (its branch unguessable) shows the SUBSCRIBE came from `client.address`.
         self.log.record(resolution, client, outcome="ok" if ok else "failed",
-                        duration=answer.duration if answer else 0.0, reason=reason)
+                        duration=answer.duration if answer else 0.0, reason=reason,
+                        confirmed=answer is not None and answer.response is not None)
 
     @staticmethod
     def _reply_address(request: sip.Message, source: tuple[str, int]) -> tuple[str, int]:

@@ -180,7 +180,7 @@ class TftpServer(DatagramProtocol):
         except (TftpException, struct.error, ValueError):
             self.send(error_packet(ERR_ILLEGAL, "malformed request"), addr)
             return
-        client = Client("tftp", _plain_address(addr[0]), addr[1])
+        client = Client("tftp", _plain_address(addr[0]), addr[1], confirmed=False)
         if isinstance(packet, TftpPacketWRQ):
             self.send(error_packet(ERR_ACCESS, "read-only server"), addr)
             refused = Resolution(packet.filename, packet.filename.lstrip("/"), Kind.NONE, Status.DENIED,
@@ -458,8 +458,9 @@ class Transfer:
             del self.server.transfers[self.peer]
         resolution = self.resolution or Resolution(self.filename, self.filename.lstrip("/"), Kind.NONE,
                                                    Status.NOT_FOUND)
+        # An ACK from the peer's address and port shows the request was no forgery.
         self.server.log.record(resolution, self.client, outcome, self.nbytes,
-                time.monotonic() - self.started, reason)
+                time.monotonic() - self.started, reason, confirmed=self.acknowledged)
 
     def connectionLost(self, reason) -> None:
         """The reactor is shutting down."""
