@@ -265,10 +265,10 @@ class Bench:
         name = f"cfg{self.site.phones[0].mac}.xml"  # generated: the answers that used to pile up
         runs = [hostile.pipelined_growth(self.host, self.site.ports["http"], self.htekd.pid, name)
                 for _ in range(self.args.repeat)]
-        value = median([grown for grown, _ in runs])
+        value = max(grown for grown, _ in runs)  # the worst run: memory taken once is not given back to the OS
         sent = max(sent for _, sent in runs) / MB
-        self.rows.append(Row(f"HTTP {sent:.0f} MB of pipelined GETs never read: RSS added", value, None, "MB",
-                             "< 64 MB", value < 64))
+        self.rows.append(Row(f"HTTP {sent:.0f} MB of pipelined GETs never read: RSS added (worst run)", value, None,
+                             "MB", "< 64 MB", value < 64))
 
     def figure_exhaustion(self) -> None:
         model_config = f"cfg{self.storm[0].devcode}.xml"
