@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import sys
+import threading
+
+_one_at_a_time = threading.Lock()  # FTP's thread and the reactor's: print() writes text and newline apart
 
 
 def say(message: str) -> None:
-    print(f"htekd: {message}", file=sys.stderr, flush=True)
+    with _one_at_a_time:
+        sys.stderr.write(f"htekd: {message}\n")
+        sys.stderr.flush()

@@ -97,7 +97,9 @@ def test_one_host_gets_a_limited_number_of_connections(daemon):
                 assert all(answer.startswith(b"421 Too many connections from the same IP") for answer in answers)
             for sock in over:
                 sock.close()
-            assert len(event_lines(d, f"{protocol}: {ATTACKER} has 4 connections open")) == 1, d.stderr_text()
+            refusing = f"{protocol}: {ATTACKER} has 4 connections open"
+            assert d.wait_stderr(lambda text: refusing in text, timeout=5), d.stderr_text()
+            assert len(event_lines(d, refusing)) == 1, d.stderr_text()
         assert_phone_served(d)  # during
     finally:
         for sock in held:
@@ -130,7 +132,8 @@ def test_running_out_of_descriptors_stops_no_listener(daemon):
     them all up. Each listener says so once, keeps its port, and serves the phone once they close."""
     overrides = {section: {"connections_per_address": "0"} for section in ("ftp", "http", "https")}
     d = with_firmware(daemon(overrides, nofile=120))
-    held = []
+    early = connect(d.ports["http"])  # a connection made before the descriptors run out
+    held = [early]
     try:
         for protocol in ("http", "ftp", "https", "http", "ftp"):  # each listener is refused at least once
             for _ in range(80):
@@ -144,7 +147,13 @@ def test_running_out_of_descriptors_stops_no_listener(daemon):
             assert line is not None and "Too many open files (EMFILE)" in line, d.stderr_text()
         time.sleep(2)  # several retries later: still one line each
         for protocol in ("http", "ftp", "https"):
-            assert len([line for line in event_lines(d, "cannot accept") if f": {protocol} " in line]) == 1
+            assert len([line for line in event_lines(d, "cannot accept") if f"htekd: {protocol} " in line]) == 1
+        # A file that cannot be opened for now is "try again" (503), not "not found".
+        early.sendall(f"GET /{FIRMWARE} HTTP/1.1\r\nHost: htekd\r\nConnection: close\r\n\r\n".encode())
+        answer = closed_by_server(early, 10)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 5\r\n" in answer, answer[:300]
+        line = d.wait_log(lambda text: FIRMWARE in text and " http " in text)
+        assert " failed " in line and "cannot open: Too many open files" in line
     finally:
         for sock in held:
             sock.close()

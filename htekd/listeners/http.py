@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from htekd.config import LOGIN_REALM as REALM, login_ha1
 from htekd.events import say
-from htekd.listeners import ConnectionsPerAddress, ListenError, SurvivesShortage
+from htekd.listeners import ConnectionsPerAddress, ListenError, SurvivesShortage, shortage_of
 from htekd.resolution import Client, Kind, Resolution, Status
 
 # Bytes read from a file per write. Large enough that a 32 MiB firmware takes few reactor turns,
@@ -59,6 +59,7 @@ CONTENT_TYPES = {
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 ALLOWED_METHODS = (b"GET", b"HEAD")
 _RANGE = re.compile(r"bytes\s*=\s*(\d*)\s*-\s*(\d*)", re.ASCII | re.IGNORECASE)
+RETRY_AFTER_BUSY = b"5"  # seconds, in the 503 of a file that could not be opened for want of descriptors
 NONCE_LIFETIME = 300.0  # seconds a Digest nonce is accepted; then the client is told it is stale
 # One auth-param of a Digest Authorization header: name=token or name="quoted string".
 _AUTH_PARAM = re.compile(rb'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|\Z)', re.DOTALL)
@@ -265,9 +266,19 @@ class ProvisioningResource(Resource):
         try:
             reader = resolution.open()
         except OSError as exc:
+            if shortage_of(exc):  # the file is there; the descriptors or memory to open it are not, for now
+                raise _Busy(resolution, exc) from None
             return replace(resolution, status=Status.NOT_FOUND, reason=f"cannot open: {exc.strerror}"), None
         stat = os.fstat(reader.fileno())
         return replace(resolution, size=stat.st_size, mtime=stat.st_mtime), reader
+
+
+class _Busy(Exception):
+    """A file that cannot be opened for now: 503 with Retry-After, not 404 (the phone tries again)."""
+
+    def __init__(self, resolution: Resolution, error: OSError):
+        super().__init__(f"cannot open: {error.strerror}")
+        self.resolution = resolution
 
 
 class _Exchange:
@@ -389,6 +400,14 @@ class _Exchange:
 
     def _failed(self, failure):
         """The resolver (or this code) raised: this request fails, the listener lives on."""
+        if failure.check(_Busy):
+            self.resolution = failure.value.resolution
+            if self.gone:
+                self._record("failed")
+            else:
+                self.request.setHeader(b"retry-after", RETRY_AFTER_BUSY)
+                self._text(http.SERVICE_UNAVAILABLE, "server busy, try again", "failed", str(failure.value))
+            return
         message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
         say(f"{self.client.protocol}: {json.dumps(self.name)} failed: {message}")
         if self.resolution is None:
