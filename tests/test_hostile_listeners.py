@@ -21,6 +21,7 @@ PHONE = "127.0.0.2"  # the real phone, at another address than the attacker
 ATTACKER = LOOPBACK
 FIRMWARE = "fw920M.rom"
 FIRMWARE_BYTES = os.urandom(300_000)
+NO_PNP = {"pnp": {"enabled": "no"}}  # not under attack here: one port fewer to find free
 
 
 def phone_fetch(d, protocol: str, name: str) -> bytes:
@@ -83,7 +84,7 @@ def event_lines(d, text: str) -> list[str]:
 # -- one host takes every connection ---------------------------------------------------------------
 
 def test_one_host_gets_a_limited_number_of_connections(daemon):
-    d = with_firmware(daemon({section: {"connections_per_address": "4"} for section in ("ftp", "http", "https")}))
+    d = with_firmware(daemon({**NO_PNP, **{section: {"connections_per_address": "4"} for section in ("ftp", "http", "https")}}))
     held = []
     try:
         for protocol in ("ftp", "http", "https"):
@@ -114,7 +115,7 @@ def test_one_host_gets_a_limited_number_of_connections(daemon):
 
 def test_slow_clients_are_cut_off_on_ftp(daemon):
     """An FTP client that sends half a command and waits is closed after [ftp] timeout."""
-    d = daemon({"ftp": {"timeout": "2"}})
+    d = daemon({**NO_PNP, "ftp": {"timeout": "2"}})
     sock = connect(d.ports["ftp"])
     sock.settimeout(5)
     assert sock.recv(100).startswith(b"220")
@@ -130,7 +131,7 @@ def test_slow_clients_are_cut_off_on_ftp(daemon):
 def test_running_out_of_descriptors_stops_no_listener(daemon):
     """With the per-address limits off and 120 descriptors, a few hundred idle connections use
     them all up. Each listener says so once, keeps its port, and serves the phone once they close."""
-    overrides = {section: {"connections_per_address": "0"} for section in ("ftp", "http", "https")}
+    overrides = {**NO_PNP, **{section: {"connections_per_address": "0"} for section in ("ftp", "http", "https")}}
     d = with_firmware(daemon(overrides, nofile=120))
     early = connect(d.ports["http"])  # a connection made before the descriptors run out
     held = [early]
@@ -167,7 +168,7 @@ def test_running_out_of_descriptors_stops_no_listener(daemon):
 # -- pipelined requests never read -----------------------------------------------------------------
 
 def test_pipelined_requests_never_read_keep_memory_bounded(daemon):
-    d = with_firmware(daemon())
+    d = with_firmware(daemon(NO_PNP))
     assert_phone_served(d)  # before: what serving costs anyway is in the baseline
     before = rss_kib(d.proc.pid)
     request = b"GET /cfg0012.xml HTTP/1.1\r\nHost: htekd\r\n\r\n"
@@ -201,7 +202,7 @@ def test_pipelined_requests_never_read_keep_memory_bounded(daemon):
 # -- idle and broken TLS handshakes ----------------------------------------------------------------
 
 def test_idle_and_broken_tls_handshakes_cost_no_log_line(daemon):
-    d = daemon({"https": {"timeout": "1"}})
+    d = daemon({**NO_PNP, "https": {"timeout": "1"}})
     start = len(d.stderr_lines())
     idle = [connect(d.ports["https"]) for _ in range(3)]
     broken = connect(d.ports["https"])
@@ -250,17 +251,17 @@ def negotiated(port: int, cipher: str) -> str | None:
 def test_https_offers_only_forward_secret_suites_unless_widened(daemon, rsa_files):
     cert, key = rsa_files
     tls = {"certificate": str(cert), "private_key": str(key)}
-    d = daemon({"https": tls})
+    d = daemon({**NO_PNP, "https": tls})
     assert negotiated(d.ports["https"], "ECDHE-RSA-AES128-GCM-SHA256") == "ECDHE-RSA-AES128-GCM-SHA256"
     for weak in ("AES128-GCM-SHA256", "AES256-SHA256", "AES128-SHA"):  # RSA key exchange: no forward secrecy
         assert negotiated(d.ports["https"], weak) is None, weak
     d.stop()
-    widened = daemon({"https": {**tls, "ciphers": "DEFAULT:!aNULL:!eNULL"}})
+    widened = daemon({**NO_PNP, "https": {**tls, "ciphers": "DEFAULT:!aNULL:!eNULL"}})
     assert negotiated(widened.ports["https"], "AES128-GCM-SHA256") == "AES128-GCM-SHA256"
 
 
 def test_a_cipher_string_that_selects_nothing_is_one_line(daemon):
-    d = daemon({"https": {"ciphers": "NO-SUCH-CIPHER"}}, wait=False)
+    d = daemon({**NO_PNP, "https": {"ciphers": "NO-SUCH-CIPHER"}}, wait=False)
     assert d.wait_exit() == 1
     assert d.stderr_lines() == [f"htekd: {d.config_path}: [https] ciphers: selects no cipher OpenSSL knows, "
                                 f"got 'NO-SUCH-CIPHER'"]
