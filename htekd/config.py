@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("/etc/htekd.conf")
+CONNECTIONS_PER_ADDRESS = 16  # open connections one client address may have on FTP, HTTP or HTTPS
+# OpenSSL cipher string for TLS 1.2: forward-secret suites only (every TLS 1.3 suite is one).
+FORWARD_SECRET_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:!aNULL:!eNULL"
 LOGIN_REALM = "htekd"  # of Digest, and of the hashed password form
 HASHED_PASSWORD = "md5-ha1:"  # a password given as md5(user:htekd:password) in hex
 
@@ -99,6 +102,7 @@ class TftpConfig:
     listen: tuple[Address, ...]
     timeout: float = 5.0  # seconds before a block is sent again
     retries: int = 5  # sends of one block before the transfer is abandoned
+    max_transfers: int = 1000  # transfers at once (also at most a quarter of the descriptor limit)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class FtpConfig:
     user: str = ""  # "" = anonymous
     password: str = ""
     masquerade_address: str = ""  # address given in PASV replies, behind NAT
-    timeout: float = 300.0
+    timeout: float = 60.0  # idle control connection, stalled transfer
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS  # 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class HttpConfig:
     timeout: float = 60.0  # idle connection timeout
     user: str = ""  # "" = no authentication
     password: str = ""  # plain, or "md5-ha1:" + md5(user:htekd:password) in hex
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS  # 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,8 @@ class HttpsConfig:
     timeout: float = 60.0
     user: str = ""
     password: str = ""
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS
+    ciphers: str = FORWARD_SECRET_CIPHERS  # TLS 1.2 suites offered, as an OpenSSL cipher string
 
 
 ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -227,10 +235,12 @@ class Config:
 _SECTIONS = {
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
               "aes_key_in_model_file", "secret_parameters", "timezone"},
-    "tftp": {"enabled", "listen", "timeout", "retries"},
-    "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
-    "http": {"enabled", "listen", "timeout", "user", "password"},
-    "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password"},
+    "tftp": {"enabled", "listen", "timeout", "retries", "max_transfers"},
+    "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout",
+            "connections_per_address"},
+    "http": {"enabled", "listen", "timeout", "user", "password", "connections_per_address"},
+    "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password",
+              "connections_per_address", "ciphers"},
     "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty",
                "throttle_ipv4_prefix", "throttle_ipv6_prefix"},
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
@@ -291,6 +301,20 @@ class _Reader:
     def addresses(self, section: str) -> tuple[Address, ...]:
         raw = self.get(section, "listen", _DEFAULT_LISTEN[section])
         return tuple(self._address(section, item) for item in raw.split())
+
+    def connections(self, section: str) -> int:
+        return self.number(section, "connections_per_address", CONNECTIONS_PER_ADDRESS, 0, 100000, int)
+
+    def ciphers(self, section: str, key: str) -> str:
+        """An OpenSSL cipher string that selects at least one cipher."""
+        import ssl
+
+        value = self.get(section, key, FORWARD_SECRET_CIPHERS)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            raise self.error(section, key, f"selects no cipher OpenSSL knows, got {value!r}") from None
+        return value
 
     def ipv4(self, section: str, key: str) -> str:
         """An optional IPv4 address ("" when unset)."""
@@ -417,6 +441,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             listen=read.addresses("tftp"),
             timeout=read.number("tftp", "timeout", 5.0, 0.1, 255.0),
             retries=read.number("tftp", "retries", 5, 1, 50, int),
+            max_transfers=read.number("tftp", "max_transfers", 1000, 1, 1000000, int),
         ),
         ftp=FtpConfig(
             enabled=read.boolean("ftp", "enabled", _DEFAULT_ENABLED["ftp"]),
@@ -424,13 +449,15 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             passive_ports=(int(low), int(high)),
             **read.login("ftp"),
             masquerade_address=read.ipv4("ftp", "masquerade_address"),
-            timeout=read.number("ftp", "timeout", 300.0, 1.0, 86400.0),
+            timeout=read.number("ftp", "timeout", 60.0, 1.0, 86400.0),
+            connections_per_address=read.connections("ftp"),
         ),
         http=HttpConfig(
             enabled=read.boolean("http", "enabled", _DEFAULT_ENABLED["http"]),
             listen=read.addresses("http"),
             timeout=read.number("http", "timeout", 60.0, 1.0, 3600.0),
             **read.login("http"),
+            connections_per_address=read.connections("http"),
         ),
         https=HttpsConfig(
             enabled=https_enabled,
@@ -439,6 +466,8 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             private_key=private_key,
             timeout=read.number("https", "timeout", 60.0, 1.0, 3600.0),
             **read.login("https"),
+            connections_per_address=read.connections("https"),
+            ciphers=read.ciphers("https", "ciphers"),
         ),
         access=_access(read),
         pnp=_pnp(read),

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from htekd.escape import shown
+
+_one_at_a_time = threading.Lock()  # FTP's thread and the reactor's: print() writes text and newline apart
 
 
 def say(message: str) -> None:
     # One line whatever the message quotes (a client's name inside an exception's text).
-    print(f"htekd: {shown(message, markup=False)}", file=sys.stderr, flush=True)
+    with _one_at_a_time:
+        sys.stderr.write(f"htekd: {shown(message, markup=False)}\n")
+        sys.stderr.flush()

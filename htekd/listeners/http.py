@@ -38,7 +38,7 @@ from zope.interface import implementer
 from htekd.config import LOGIN_REALM as REALM, login_ha1
 from htekd.escape import quoted
 from htekd.events import say
-from htekd.listeners import IPv6Only, ListenError
+from htekd.listeners import ConnectionsPerAddress, ListenError, SurvivesShortage, shortage_of
 from htekd.resolution import Client, Kind, Resolution, Status
 
 # Bytes read from a file per write. Large enough that a 32 MiB firmware takes few reactor turns,
@@ -59,6 +59,7 @@ CONTENT_TYPES = {
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 ALLOWED_METHODS = (b"GET", b"HEAD")
 _RANGE = re.compile(r"bytes\s*=\s*(\d*)\s*-\s*(\d*)", re.ASCII | re.IGNORECASE)
+RETRY_AFTER_BUSY = b"5"  # seconds, in the 503 of a file that could not be opened for want of descriptors
 NONCE_LIFETIME = 300.0  # seconds a Digest nonce is accepted; then the client is told it is stale
 # One auth-param of a Digest Authorization header: name=token or name="quoted string".
 _AUTH_PARAM = re.compile(rb'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|\Z)', re.DOTALL)
@@ -75,9 +76,12 @@ def listen(reactor, config, resolver, log, tls: bool) -> list:
     if tls:
         factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
         factory.noisy = False
+    factory = ConnectionsPerAddress(factory, protocol, config.connections_per_address)
+    factory.noisy = False
     ports = []
     for address in config.listen:
         port = _Port(address.port, factory, interface=address.host, reactor=reactor)
+        port.listener_name = protocol
         try:
             port.startListening()
         except CannotListenError as exc:
@@ -90,12 +94,13 @@ def listen(reactor, config, resolver, log, tls: bool) -> list:
 
 def tls_options(config, address):
     """CertificateOptions from the PEM certificate (leaf first, then intermediates) and key of
-    [https]; TLS 1.2 at least, no client certificate. ListenError naming the file otherwise."""
+    [https]; TLS 1.2 at least with [https] ciphers, no client certificate. ListenError naming the
+    file otherwise."""
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from OpenSSL import SSL
-    from twisted.internet.ssl import CertificateOptions, TLSVersion
+    from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
     def fail(what, path, reason):
         return ListenError("https", address, f"cannot load {what} {path}: {' '.join(str(reason).split())}")
@@ -117,7 +122,8 @@ def tls_options(config, address):
     try:
         # pyOpenSSL takes cryptography's objects as they are (its own X509/PKey are deprecated).
         options = CertificateOptions(
-            privateKey=key, certificate=chain[0], extraCertChain=chain[1:], raiseMinimumTo=TLSVersion.TLSv1_2
+            privateKey=key, certificate=chain[0], extraCertChain=chain[1:], raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(config.ciphers),
         )
         options.getContext()  # checks now that the key belongs to the certificate
     except (SSL.Error, ValueError, TypeError):
@@ -125,19 +131,46 @@ def tls_options(config, address):
     return options
 
 
-class _Port(IPv6Only, tcp.Port):
+class _Port(SurvivesShortage, tcp.Port):
     """A TCP listening port."""
 
 
 class _Channel(http.HTTPChannel):
-    """An HTTP/1.x connection that must deliver each whole request within the timeout.
+    """An HTTP/1.x connection that must deliver each whole request within the timeout, and whose
+    next pipelined request waits until the client has taken the answer to the last one.
 
     Twisted's idle timeout restarts on every byte, so a client trickling header bytes would be
     kept forever; this deadline runs from the moment the connection waits for a request.
+
+    Twisted stops reading from a client that does not read its answers, but goes on answering the
+    requests it has already read: 64 KiB of pipelined GETs for a generated file would queue
+    hundreds of answers in memory. A finished request is therefore handed back to Twisted (which
+    then parses the next one) only once the transport has room again.
     """
 
     _request_deadline = None
     _host = None
+    _timed_out = False
+    _backed_up = False  # the transport has asked us to stop: the client is not reading
+    _answered = None  # a finished request whose successors wait for the transport
+
+    def pauseProducing(self):
+        self._backed_up = True
+        super().pauseProducing()
+
+    def resumeProducing(self):
+        self._backed_up = False
+        super().resumeProducing()
+        answered, self._answered = self._answered, None
+        if answered is not None:
+            super().requestDone(answered)
+
+    def timeoutConnection(self):
+        # Our deadline and Twisted's idle timeout may both fire: a second call would leave a
+        # forced abort scheduled after the connection is gone (a traceback for an idle TLS client).
+        if not self._timed_out:
+            self._timed_out = True
+            super().timeoutConnection()
 
     def getHost(self):
         # twisted.web asks for it with every request: one getsockname() per connection is enough.
@@ -155,10 +188,16 @@ class _Channel(http.HTTPChannel):
 
     def requestDone(self, request):
         self._arm_deadline()  # before: a pipelined request buffered meanwhile is parsed inside
+        if self._backed_up:
+            self._answered = request
+            return
         super().requestDone(request)
 
     def connectionLost(self, reason):
         self._cancel_deadline()
+        if self._answered is not None:  # finished already: nothing left to tell it
+            self.requests.remove(self._answered)
+            self._answered = None
         super().connectionLost(reason)
 
     def _arm_deadline(self):
@@ -227,9 +266,19 @@ class ProvisioningResource(Resource):
         try:
             reader = resolution.open()
         except OSError as exc:
+            if shortage_of(exc):  # the file is there; the descriptors or memory to open it are not, for now
+                raise _Busy(resolution, exc) from None
             return replace(resolution, status=Status.NOT_FOUND, reason=f"cannot open: {exc.strerror}"), None
         stat = os.fstat(reader.fileno())
         return replace(resolution, size=stat.st_size, mtime=stat.st_mtime), reader
+
+
+class _Busy(Exception):
+    """A file that cannot be opened for now: 503 with Retry-After, not 404 (the phone tries again)."""
+
+    def __init__(self, resolution: Resolution, error: OSError):
+        super().__init__(f"cannot open: {error.strerror}")
+        self.resolution = resolution
 
 
 class _Exchange:
@@ -351,6 +400,14 @@ class _Exchange:
 
     def _failed(self, failure):
         """The resolver (or this code) raised: this request fails, the listener lives on."""
+        if failure.check(_Busy):
+            self.resolution = failure.value.resolution
+            if self.gone:
+                self._record("failed")
+            else:
+                self.request.setHeader(b"retry-after", RETRY_AFTER_BUSY)
+                self._text(http.SERVICE_UNAVAILABLE, "server busy, try again", "failed", str(failure.value))
+            return
         message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
         say(f"{self.client.protocol}: {quoted(self.name)} failed: {message}")
         if self.resolution is None:

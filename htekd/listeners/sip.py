@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, udp
 from twisted.internet.protocol import DatagramProtocol
 
 from htekd import sip
-from htekd.listeners import ListenError
+from htekd.listeners import ListenError, SurvivesShortage
 from htekd.resolution import Client, Kind, Resolution, Status
 
 T1 = 0.5  # RFC 3261 round-trip estimate
@@ -270,7 +270,8 @@ def listen_pnp(reactor, options: PnpOptions, url: Callable[[], str], log) -> lis
     responder = PnpResponder(reactor, options, url, log)
     address = f"0.0.0.0:{options.port}"
     try:
-        port = reactor.listenMulticast(options.port, responder.endpoint, interface="0.0.0.0", listenMultiple=False)
+        port = _PnpPort(options.port, responder.endpoint, "0.0.0.0", 8192, reactor, False)
+        port.startListening()
     except Exception as exc:  # CannotListenError and the OSError under it
         raise ListenError("pnp", address, _reason(exc)) from None
     joined = port.joinGroup(options.group, options.interface)
@@ -282,6 +283,12 @@ def listen_pnp(reactor, options: PnpOptions, url: Callable[[], str], log) -> lis
         raise ListenError("pnp", f"{options.group} on interface {options.interface}",
                           f"{reason} (set [pnp] interface to this host's LAN address, or enabled = no)")
     return [port]
+
+
+class _PnpPort(SurvivesShortage, udp.MulticastPort):
+    """The PnP socket (what reactor.listenMulticast makes), kept listening through resource errors."""
+
+    listener_name = "pnp"
 
 
 def _reason(exc: BaseException) -> str:
