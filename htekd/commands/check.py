@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from htekd import config as config_module
 from htekd import phonexml, tree
 from htekd.catalog import catalog
-from htekd.commands.common import add_config_argument, load_config
+from htekd.commands.common import add_config_argument
 from htekd.models import models
 from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH
 from htekd.resources import check_files, firmware_offer
@@ -78,7 +79,12 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 
 def run(args) -> int:
-    config = load_config(args.config)
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as exc:
+        print(exc)  # a problem line like every other one
+        print("htekd check: 1 errors, 0 warnings (in the configuration; nothing else checked)", file=sys.stderr)
+        return 1
     snapshot, problems = tree.load(config.server.root)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
