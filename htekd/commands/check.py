@@ -52,8 +52,9 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
         if version:
             problems.append(tree.Problem(where, 0, f"no {name} for the {count} {model} phones pinned to firmware {version}"))
         else:
-            problems.append(tree.Problem(where, 0, f"no {name} for the {model} phones in phones.csv: "
-                                         "they keep the firmware they have", "warning"))
+            problems.append(tree.Problem(where, 0, f"no {name} for the {model} phones in phones.csv: they keep the "
+                                         f"firmware they have (put the vendor's {name} in files/ to upgrade them)",
+                                         "warning"))
     return problems
 
 
