@@ -216,7 +216,7 @@ class Config:
         return f"{protocol}://{netloc}" + (f"/{prefix}" if prefix else "")
 
 
-_SECTIONS = {
+SECTIONS = {  # section -> its keys: every key htekd.conf may hold
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
               "aes_key_in_model_file"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
@@ -342,7 +342,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         raise ConfigError(path, None, None, _parser_message(exc, lines), _parser_line(exc)) from None
     read = _Reader(path, parser, lines)
     for section in parser.sections():
-        known = _SECTIONS.get(section)
+        known = SECTIONS.get(section)
         if known is None:
             raise read.error(section, None, "unknown section")
         for key in parser.options(section):
