@@ -8,7 +8,9 @@ filled in; the tree comes from htekd/data/init/. Nothing that exists is ever ove
 from __future__ import annotations
 
 import argparse
+import grp
 import ipaddress
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -17,12 +19,14 @@ from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument
 from htekd.config import url_problem
 
+SERVICE_GROUP = "htekd"
 LISTENERS = {"tftp": 69, "ftp": 21, "http": 80, "https": 443}
 SETTINGS_FOLDERS = ("settings/models", "settings/groups", "settings/phones", "files")
 
 EPILOG = """\
 Writes DIR/phones.csv, DIR/settings/common.xml, DIR/settings/{models,groups,phones}/, DIR/files/
-and the configuration FILE (-c, default /etc/htekd.conf, mode 0640), then says what to do next.
+and the configuration FILE (-c, default /etc/htekd.conf; mode 0640, group htekd when that group
+exists, as it will hold passwords), then says what to do next.
 Refuses, changing nothing, when FILE exists or DIR holds anything.
 """
 
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         with open(config_path, "x", encoding="utf-8") as handle:
             wrote_config = True
             config_path.chmod(0o640)  # it will hold passwords and keys
+            _give_to_service_group(config_path)
             handle.write(text)
         _copy_tree(data.joinpath("init"), root)
         for folder in SETTINGS_FOLDERS:
@@ -100,6 +105,14 @@ def fill(text: str, values: dict[tuple[str, str], str]) -> str:
     if values:
         raise ValueError(f"htekd.conf template lacks {sorted(values)}")
     return "".join(lines)
+
+
+def _give_to_service_group(path: Path) -> None:
+    """Group htekd (made by systemd/htekd.sysusers) may read the file, as the service runs as htekd."""
+    try:
+        os.chown(path, -1, grp.getgrnam(SERVICE_GROUP).gr_gid)
+    except (KeyError, PermissionError):
+        pass  # no such group (not installed as a service) or not root: the file stays its writer's
 
 
 def _undo(config_path: Path | None, root: Path, root_existed: bool) -> None:
