@@ -242,9 +242,6 @@ def test_p_codes_are_at_most_six_digits_and_leading_zeros_name_the_same_code(tmp
 @pytest.mark.parametrize("command", ["init", "serve", "check", "render", "models", "encrypt", "decrypt", "phones",
                                      "notify", "dhcp"])
 def test_every_command_takes_c_and_a_missing_file_is_one_line(command, tmp_path):
-    from htekd.cli import COMMANDS
-
-    assert set(COMMANDS) == {"init", "serve", "check", "render", "models", "encrypt", "decrypt", "phones", "notify", "dhcp"}
     assert "-c FILE, --config FILE" in htekd(command, "--help").stdout.decode()
     if command in ("init", "serve", "check"):
         return  # init writes the file; serve and check report it in their own forms, tested with them
