@@ -103,3 +103,12 @@ def test_the_tree_init_makes_is_served(daemon, tmp_path):
         assert b'<P35 para="Account1_SipUserId">1042</P35>' in fetched.stdout
         assert b'<P30 para="NW_Adv_UrlOrIpAddress">pool.ntp.org</P30>' in fetched.stdout
     assert running.wait_log(3)[-1].split()[4:6] == ["phone-config", "ok"]
+
+
+def test_init_without_server_url_takes_this_hosts_address_and_says_so(tmp_path):
+    done = htekd("init", str(tmp_path / "root"), "-c", str(tmp_path / "htekd.conf"), "--state-dir", str(tmp_path / "s"))
+    assert done.returncode == 0, done.stderr
+    url = config_module.load(tmp_path / "htekd.conf").server.server_url
+    assert url.startswith("http://")
+    assert (f"htekd init: server_url = {url}, this host's address on its default route "
+            "(phones must reach it; --server-url chooses another)") in done.stdout.decode().splitlines()

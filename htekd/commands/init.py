@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_argument(parser, "configuration file to write")
     parser.add_argument("root", metavar="DIR", help="the content tree to create (e.g. /srv/htekd)")
-    parser.add_argument("--server-url", default="http://192.168.0.10",
-                        help="how phones reach this server (default http://192.168.0.10: change it)")
+    parser.add_argument("--server-url", metavar="URL",
+                        help="how phones reach this server (default http:// and this host's address on its default route)")
     parser.add_argument("--listen", action="append", default=[], metavar="ADDRESS",
                         help="an IP address every listener binds on the standard ports (repeat for several; "
                              "default 0.0.0.0, all IPv4 addresses)")
@@ -46,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = url_problem(args.server_url)
+    server_url = args.server_url or _guessed_server_url()
+    problem = url_problem(server_url)
     if problem:
-        raise CommandError(f"--server-url: {problem}, got {args.server_url!r}")
+        raise CommandError(f"--server-url: {problem}, got {server_url!r}")
     hosts = [_address(text) for text in args.listen] or ["0.0.0.0"]
     root, config_path = Path(args.root).absolute(), Path(args.config).absolute()
     if config_path.exists():
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     values = {
         ("htekd", "root"): str(root),
         ("htekd", "state_dir"): str(Path(args.state_dir).absolute()),
-        ("htekd", "server_url"): args.server_url.rstrip("/"),
+        ("htekd", "server_url"): server_url.rstrip("/"),
         **{(listener, "listen"): " ".join(_hostport(host, port) for host in hosts)
            for listener, port in LISTENERS.items()},
     }
@@ -82,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         _undo(config_path if wrote_config else None, root, root_existed)
         raise CommandError(f"cannot write {exc.filename}: {exc.strerror}; nothing written") from None
     print(f"htekd init: wrote {config_path} and the content tree {root}")
+    if args.server_url is None:
+        print(f"htekd init: server_url = {server_url}, this host's address on its default route "
+              "(phones must reach it; --server-url chooses another)")
     print(f"next: add phones to {root / 'phones.csv'}, settings to {root / 'settings/common.xml'}, "
           f"firmware to {root / 'files'}; then htekd check -c {config_path}")
     return 0
@@ -105,6 +109,12 @@ def fill(text: str, values: dict[tuple[str, str], str]) -> str:
     if values:
         raise ValueError(f"htekd.conf template lacks {sorted(values)}")
     return "".join(lines)
+
+
+def _guessed_server_url() -> str:
+    from htekd.listeners.sip import local_address
+
+    return f"http://{local_address('192.0.2.1')}"  # TEST-NET-1: the route is looked up, nothing is sent
 
 
 def _give_to_service_group(path: Path) -> None:
