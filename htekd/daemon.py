@@ -19,7 +19,7 @@ from htekd.config import Config, ConfigError, load
 from htekd.listeners import ListenError
 from htekd.requestlog import RequestLog
 from htekd.resolver import Resolver
-from htekd.state import PhoneStore, StateError
+from htekd.state import PhoneStore, StateError, read as read_phones_seen
 from htekd.tree import TreeError
 
 LISTENERS = ("tftp", "ftp", "http", "https")
@@ -254,6 +254,8 @@ def serve(config_path: Path | str) -> int:
         say(str(exc))
         return 1
     store.inventory = frozenset(resolver.snapshot.phones)
+    # Where phones completed transfers of their own file before this start (confirmed addresses only).
+    resolver.remember_homes({phone.mac: phone.address for phone in read_phones_seen(config.server.state_dir)[0]})
     log.observers += [store.observe, resolver.observe]
 
     from twisted.internet import reactor

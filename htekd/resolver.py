@@ -208,8 +208,7 @@ class Resolver:
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED, reason="address not allowed")
         if self._throttle.blocked(client.address):
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED,
-                              reason=f"throttled: too many unknown or denied phone files from "
-                                     f"{self._throttle.network(client.address)}")
+                              reason=_refused_network(self._throttle, client.address))
         resolution = self._resolve(state, name, client, cached_only)
         throttle = self._throttle if client.confirmed else self._udp_throttle
         phone_file = resolution.kind in (Kind.UNKNOWN_PHONE, Kind.PHONE_CONFIG)
@@ -217,8 +216,8 @@ class Resolver:
                 and self._homes.get(resolution.mac) != client.address):
             # Answers go to the request's source: a phone's own file to the address it last completed
             # a transfer from reaches that phone, whoever sent the request.
-            return _throttled(resolution, f"throttled: too many unknown or denied phone files over UDP from "
-                                          f"{throttle.network(client.address)}; phone files over UDP refused")
+            return _throttled(resolution, _refused_network(throttle, client.address, " over UDP")
+                              + "; phone files over UDP refused")
         phone_miss = resolution.kind is Kind.UNKNOWN_PHONE or (
             resolution.kind is Kind.PHONE_CONFIG and resolution.status is Status.DENIED)
         if phone_miss and throttle.miss(client.address):
@@ -228,6 +227,16 @@ class Resolver:
                                           f"{access.throttle_window:g} s{scope} from {throttle.network(client.address)}; "
                                           f"{refused} for {access.throttle_penalty:g} s")
         return resolution
+
+    def client_network(self, address: str) -> str:
+        """The network a client is counted in (its address, or its IPv6 /64): for per-client limits."""
+        return self._throttle.network(address)
+
+    def remember_homes(self, addresses: dict[str, str]) -> None:
+        """Addresses phones completed transfers of their own file from before a restart (MAC -> address),
+        so forged UDP requests cannot keep them from their file after one."""
+        inventory = self._state.snapshot.phones
+        self._homes.update((mac, address) for mac, address in addresses.items() if mac in inventory and address)
 
     def observe(self, record, client: Client) -> None:
         """RequestLog observer: learns where each phone of the inventory completes transfers of its own
@@ -533,6 +542,15 @@ def _throttle_settings(access) -> tuple:
 
 def _throttled(resolution: Resolution, reason: str) -> Resolution:
     return dataclasses.replace(resolution, status=Status.DENIED, content=None, file=None, size=0, reason=reason)
+
+
+def _refused_network(throttle: Throttle, address: str, scope: str = "") -> str:
+    """Why a request from a refused network is refused. Only an address that itself missed is named
+    "throttled" (what fail2ban bans): the rest of its network, a LAN's /64, is only caught in it."""
+    network = throttle.network(address)
+    if throttle.went_over(address):
+        return f"throttled: too many unknown or denied phone files{scope} from {network}"
+    return f"refused: {network} is throttled (another of its addresses asked for too many phone files{scope})"
 
 
 def _without_secrets(values: dict, secrets: frozenset) -> dict:

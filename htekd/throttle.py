@@ -25,7 +25,8 @@ class Throttle:
         self.max_networks = max_networks
         self.clock = clock
         self._misses: OrderedDict[str, deque] = OrderedDict()
-        self._blocked: OrderedDict[str, float] = OrderedDict()  # in the order refused: oldest ends first
+        # network -> (end of its penalty, the addresses whose misses put it over), oldest refused first
+        self._blocked: OrderedDict[str, tuple[float, frozenset]] = OrderedDict()
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
         self.configure(limit, window, penalty, ipv4_prefix, ipv6_prefix)
@@ -61,13 +62,19 @@ class Throttle:
             return False
         network = self.network(address)
         with self._lock:
-            until = self._blocked.get(network)
-            if until is None:
+            blocked = self._blocked.get(network)
+            if blocked is None:
                 return False
-            if self.clock() < until:
+            if self.clock() < blocked[0]:
                 return True
             del self._blocked[network]
             return False
+
+    def went_over(self, address: str) -> bool:
+        """True if `address` itself missed towards its network's current penalty: the others of a
+        refused network (an IPv6 /64 is a whole LAN) are refused too, but are no scanner to ban."""
+        blocked = self._blocked.get(self.network(address))
+        return blocked is not None and address in blocked[1]
 
     def miss(self, address: str) -> bool:
         """Count one unknown or denied phone file; True if this one puts the network of `address` over the limit."""
@@ -78,14 +85,14 @@ class Throttle:
         with self._lock:
             misses = self._misses.pop(network, None) or deque(maxlen=self.limit + 1)
             self._misses[network] = misses  # most recently seen last
-            misses.append(now)
-            while misses and misses[0] <= now - self.window:
+            misses.append((now, address))
+            while misses and misses[0][0] <= now - self.window:
                 misses.popleft()
             if len(self._misses) > self.max_networks:
                 self._misses.popitem(last=False)
             if len(misses) > self.limit:
                 self._blocked.pop(network, None)
-                self._blocked[network] = now + self.penalty
+                self._blocked[network] = (now + self.penalty, frozenset(missed for _, missed in misses))
                 misses.clear()
                 if len(self._blocked) > self.max_networks:
                     self._blocked.popitem(last=False)

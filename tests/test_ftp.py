@@ -313,6 +313,9 @@ def test_a_resolver_exception_fails_one_request_only(tmp_path, capfd):
                 return Resolution(name, "fine.txt", Kind.STATIC, Status.OK, content=b"fine\n", size=5, mtime=1.0)
             return Resolution(name, name.lstrip("/"), Kind.NONE, Status.NOT_FOUND, reason="no such file")
 
+        def client_network(self, address: str) -> str:
+            return address
+
         def listdir(self, path: str):
             raise RuntimeError("listing bug")
 

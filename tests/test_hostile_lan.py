@@ -316,3 +316,81 @@ def test_addresses_recorded_before_they_had_to_be_confirmed_are_forgotten(tmp_pa
     PhoneStore(tmp_path).close()  # once only: an address learned since stays
     [phone], _ = read(tmp_path)
     assert phone.address == "192.0.2.5"
+
+
+# -- what a review found ----------------------------------------------------------------------------
+
+
+def banner(source: str, port: int) -> bytes:
+    """The first bytes a TCP server sends a client at `source` (b"" if it closes at once)."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=10, source_address=(source, 0))
+    try:
+        return sock.recv(200)
+    except OSError:
+        return b""
+    finally:
+        sock.close()
+
+
+def test_connection_caps_count_a_network_not_each_of_its_addresses(daemon):
+    d = daemon({"access": {"throttle_ipv4_prefix": "24"}, "ftp": {"connections_per_address": "2"},
+                "http": {"connections_per_address": "2"}})
+    held = []
+    try:
+        for protocol in ("ftp", "http"):
+            for n in (1, 2):  # two addresses of 127.0.5.0/24 take its two connections
+                sock = socket.create_connection((LOOPBACK, d.ports[protocol]), timeout=10,
+                                                source_address=(f"127.0.5.{n}", 0))
+                held.append(sock)
+                if protocol == "ftp":
+                    assert sock.recv(200).startswith(b"220")
+        assert banner("127.0.5.3", d.ports["ftp"]).startswith(b"421")  # a third address of that network
+        http = socket.create_connection((LOOPBACK, d.ports["http"]), timeout=10, source_address=("127.0.5.3", 0))
+        try:
+            http.sendall(b"GET /cfg0012.xml HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = http.recv(200)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b""  # closed at once, unanswered
+        http.close()
+        # A phone in another network is served by both.
+        assert banner("127.0.6.1", d.ports["ftp"]).startswith(b"220")
+        assert curl("--interface", "127.0.6.1", "-f", "-o", "/dev/null", d.url("http", "cfg0012.xml")).returncode == 0
+    finally:
+        for sock in held:
+            sock.close()
+    assert d.wait_stderr(lambda line: line.startswith("htekd: ftp: 127.0.5.0/24 has 2 connections open"))
+    assert d.wait_stderr(lambda line: line.startswith("htekd: http: 127.0.5.0/24 has 2 connections open"))
+
+
+def test_fail2ban_bans_the_scanner_and_not_the_phones_of_its_network(daemon):
+    scanner, neighbour = "127.0.7.9", "127.0.7.21"
+    d = daemon({"access": {"throttle": "3", "throttle_ipv4_prefix": "24"}})
+    for n in range(4):
+        curl("--interface", scanner, "-o", "/dev/null", d.url("http", f"cfg001fc1dd{n:04x}.xml"))
+    d.wait_log(lambda line: "throttled: more than 3" in line)
+    for _ in range(3):
+        refused = curl("--interface", neighbour, "-w", "%{http_code}", "-o", "/dev/null", d.url("http", "cfg0012.xml"))
+        assert refused.stdout == b"403"
+    curl("--interface", scanner, "-o", "/dev/null", d.url("http", "cfg0012.xml"))
+    d.wait_log(lambda line: f"http {scanner}:" in line and '"/cfg0012.xml"' in line)
+    lines = d.log_lines()
+    neighbours = [line for line in lines if f"http {neighbour}:" in line]
+    assert len(neighbours) == 3 and all('reason="refused: 127.0.7.0/24 is throttled' in line for line in neighbours)
+    pattern = fail2ban_pattern()
+    assert {pattern.search(line)["host"] for line in lines if pattern.search(line)} == {scanner}
+
+
+def test_forged_udp_requests_after_a_restart_keep_no_phone_from_its_file(daemon):
+    settings = {"access": {"throttle": "3", "throttle_penalty": "600"}, "tftp": {"timeout": "1", "retries": "2"}}
+    d = daemon(settings)
+    own = f"cfg{PHONE_MAC}.xml"
+    fetched = curl("--interface", VICTIM, d.url("tftp", own))  # a completed transfer: its address is learned
+    assert fetched.returncode == 0 and PHONE_SECRET in fetched.stdout
+    wait_seen(d, lambda rows: rows.get(PHONE_MAC, {}).get("address") == VICTIM)
+    d.stop()
+    d = daemon(settings)  # a restart: what the daemon learned is read back from the phones seen
+    forge(VICTIM, (LOOPBACK, d.ports["tftp"]), [rrq(f"cfg001fc1ee{n:04x}.xml") for n in range(20)])
+    d.wait_log(lambda line: "phone files over UDP refused" in line, timeout=30)
+    again = curl("--interface", VICTIM, d.url("tftp", own))
+    assert again.returncode == 0 and PHONE_SECRET in again.stdout

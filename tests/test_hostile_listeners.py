@@ -98,7 +98,7 @@ def test_one_host_gets_a_limited_number_of_connections(daemon):
                 assert all(answer.startswith(b"421 Too many connections from the same IP") for answer in answers)
             for sock in over:
                 sock.close()
-            refusing = f"{protocol}: {ATTACKER} has 4 connections open"
+            refusing = f"{protocol}: {ATTACKER}/32 has 4 connections open"
             assert d.wait_stderr(lambda text: refusing in text, timeout=5), d.stderr_text()
             assert len(event_lines(d, refusing)) == 1, d.stderr_text()
         assert_phone_served(d)  # during

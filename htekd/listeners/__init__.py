@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections import Counter
+from typing import Callable
 
 from twisted.protocols.policies import WrappingFactory
 
@@ -126,24 +127,25 @@ class SurvivesShortage(IPv6Only):
 
 
 class ConnectionsPerAddress(WrappingFactory):
-    """At most `limit` open connections from one client address (0 = no limit); one over the limit
-    is closed at once, and the first refusal of a run is one line on stderr."""
+    """At most `limit` open connections from one client (0 = no limit); one over the limit is closed
+    at once, and the first refusal of a run is one line on stderr. A client is what `network` makes
+    of its address: an IPv6 host may use every address of its /64, so it is counted as one."""
 
-    def __init__(self, factory, listener: str, limit: int):
+    def __init__(self, factory, listener: str, limit: int, network: Callable[[str], str] = str):
         super().__init__(factory)
-        self.listener, self.limit = listener, limit
+        self.listener, self.limit, self.network = listener, limit, network
         self.open: Counter[str] = Counter()
-        self.refusing: set[str] = set()  # addresses at their limit that were refused since
+        self.refusing: set[str] = set()  # clients at their limit that were refused since
 
     def logPrefix(self):
         return self.listener
 
     def buildProtocol(self, addr):
-        host = addr.host
+        host = self.network(addr.host)
         if self.limit and self.open[host] >= self.limit:
             if host not in self.refusing:
                 self.refusing.add(host)
-                say(f"{self.listener}: {host} has {self.limit} connections open, the most one address may have; "
+                say(f"{self.listener}: {host} has {self.limit} connections open, the most one client may have; "
                     f"refusing more until one closes")
             return None
         self.open[host] += 1

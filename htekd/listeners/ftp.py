@@ -32,6 +32,8 @@ from htekd.resolution import Client, Kind, Resolution, Status
 
 READ_ONLY = "elr"  # pyftpdlib permissions: change directory, list, retrieve
 ANONYMOUS = ("anonymous", "ftp")
+# pyftpdlib's default is 512; each connection holds a descriptor or two of the unit's 65,536.
+MAX_CONNECTIONS = 4096
 BACKLOG = 128  # listen() queue of the control sockets and of passive data sockets
 STOP_TIMEOUT = 5.0  # seconds stop() waits for the loop thread
 
@@ -361,6 +363,10 @@ class _Handler(FTPHandler):
         self.server.refusing(self.remote_ip)
         super().handle_max_cons_per_ip()
 
+    def handle_max_cons(self):
+        self.server.full()
+        super().handle_max_cons()
+
     def close(self):
         super().close()  # takes this connection out of the server's count by address
         self.server.closed(self.remote_ip)
@@ -370,11 +376,15 @@ class _Server(FTPServer):
     """One listening socket. A resource error of accept() (pyftpdlib would close the socket for good
     on EMFILE) pauses accepting instead; connections over the limit of one address get 421."""
 
+    max_cons = MAX_CONNECTIONS
+
     def __init__(self, sock, handler, ioloop, what: str):
         super().__init__(sock, handler, ioloop=ioloop, backlog=BACKLOG)
         self.max_cons_per_ip = handler.connections_per_address
+        self.ip_map = _CountedByNetwork(handler.resolver.client_network)
         self.shortage = Shortage(f"{what}: cannot accept", self._pause, self._resume, ioloop.call_later)
         self._refusing: set[str] = set()
+        self._full = False
 
     def handle_accept(self):
         try:
@@ -395,14 +405,43 @@ class _Server(FTPServer):
 
     def refusing(self, ip: str) -> None:
         """One line for the first refusal of a run, however many follow."""
-        if ip not in self._refusing:
-            self._refusing.add(ip)
-            say(f"ftp: {ip} has {self.max_cons_per_ip} connections open, the most one address may have; "
+        network = self.ip_map.network(ip)
+        if network not in self._refusing:
+            self._refusing.add(network)
+            say(f"ftp: {network} has {self.max_cons_per_ip} connections open, the most one client may have; "
                 f"refusing more until one closes")
+
+    def full(self) -> None:
+        if not self._full:
+            self._full = True
+            say(f"ftp: {self.max_cons} connections open, the most the server takes; refusing more until one closes")
 
     def closed(self, ip: str) -> None:
         if self.ip_map.count(ip) < self.max_cons_per_ip:
-            self._refusing.discard(ip)
+            self._refusing.discard(self.ip_map.network(ip))
+        if len(self.ip_map) < self.max_cons:
+            self._full = False
+
+
+class _CountedByNetwork(list):
+    """pyftpdlib's list of the connected clients' addresses, holding each one's network instead, so
+    its limit per address is a limit per client: an IPv6 host may use every address of its /64."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def append(self, ip):
+        super().append(self.network(ip))
+
+    def count(self, ip):
+        return super().count(self.network(ip))
+
+    def remove(self, ip):
+        super().remove(self.network(ip))
+
+    def __contains__(self, ip):
+        return super().__contains__(self.network(ip))
 
 
 class _Doorbell(AsyncChat):

@@ -76,7 +76,7 @@ def listen(reactor, config, resolver, log, tls: bool) -> list:
     if tls:
         factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
         factory.noisy = False
-    factory = ConnectionsPerAddress(factory, protocol, config.connections_per_address)
+    factory = ConnectionsPerAddress(factory, protocol, config.connections_per_address, resolver.client_network)
     factory.noisy = False
     ports = []
     for address in config.listen:
