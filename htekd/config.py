@@ -80,6 +80,8 @@ class ServerConfig:
     encrypt: tuple[str, ...] = ("phone",)  # which generated files a key applies to
     aes_key_in_model_file: bool = False  # bootstrap: hand aes_key to phones in clear in cfg<devcode>.xml
     secret_parameters: frozenset = frozenset()  # P-codes secret beyond those the catalog and their names make so
+    state: str = "sqlite"  # "sqlite" (in state_dir) or a postgresql:// URL shared by several servers
+    watch: bool = False  # reload by itself when something under root changes
 
     @property
     def path_prefix(self) -> str:
@@ -202,7 +204,7 @@ class Config:
 
 _SECTIONS = {
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
-              "aes_key_in_model_file", "secret_parameters"},
+              "aes_key_in_model_file", "secret_parameters", "state", "watch"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout", "user", "password"},
@@ -348,6 +350,8 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         encrypt=encrypt,
         aes_key_in_model_file=read.boolean("htekd", "aes_key_in_model_file", False),
         secret_parameters=_secret_parameters(read),
+        state=_state(read),
+        watch=read.boolean("htekd", "watch", False),
     )
     if server.aes_key_in_model_file and not server.aes_key:
         raise read.error("htekd", "aes_key_in_model_file", "needs aes_key")
@@ -434,6 +438,25 @@ def _pnp(read: _Reader) -> PnpConfig:
         rate=read.number("pnp", "rate", 10.0, 0.1, 1000.0),
         burst=read.number("pnp", "burst", 20, 1, 1000, int),
     )
+
+
+def _state(read: _Reader) -> str:
+    """"sqlite", or a PostgreSQL URL that psycopg takes (checked here, so serve and phones agree)."""
+    from htekd.store import is_postgresql
+
+    state = read.get("htekd", "state", "sqlite")
+    if state == "sqlite":
+        return state
+    if not is_postgresql(state):
+        raise read.error("htekd", "state", "expected sqlite or a URL such as postgresql://htekd@db.example/htekd")
+    try:
+        from htekd.store.postgresql import problem
+    except ImportError:
+        raise read.error("htekd", "state", "PostgreSQL needs the psycopg package (pip install 'psycopg[binary]')") from None
+    why = problem(state)
+    if why:
+        raise read.error("htekd", "state", f"not a PostgreSQL URL: {why}")
+    return state
 
 
 def _secret_parameters(read: _Reader) -> frozenset:

@@ -20,6 +20,7 @@ from htekd.listeners import ListenError
 from htekd.requestlog import RequestLog
 from htekd.resolver import Resolver
 from htekd.state import PhoneStore, StateError
+from htekd.store import open_database
 from htekd.tree import TreeError
 
 LISTENERS = ("tftp", "ftp", "http", "https")
@@ -181,8 +182,8 @@ class Daemon:
         self.log.secrets = _secrets(config, self.resolver)
         _settle_memory()
         restart = [f"[{name}]" for name in RESTART_SECTIONS if getattr(config, name) != getattr(self.config, name)]
-        if config.server.state_dir != self.config.server.state_dir:
-            restart.append("[htekd] state_dir")
+        restart += [f"[htekd] {key}" for key in ("state_dir", "state")
+                    if getattr(config.server, key) != getattr(self.config.server, key)]
         # Listener settings stay as started; keep comparing against those until a restart.
         self.config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in RESTART_SECTIONS})
         if restart:
@@ -247,7 +248,7 @@ def serve(config_path: Path | str) -> int:
     log.secrets = _secrets(config, resolver)
     _settle_memory()
     try:
-        store = PhoneStore(config.server.state_dir)
+        store = PhoneStore(open_database(config.server))
     except StateError as exc:
         log.close()
         say(str(exc))

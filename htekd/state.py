@@ -1,27 +1,28 @@
-"""Phones seen and learned device codes, kept in SQLite in the state folder across restarts.
+"""Phones seen and learned device codes, kept across restarts in the state store.
 
 The daemon feeds PhoneStore.observe from the request log; a writer thread batches the rows so a
-request never waits for the disk, nor wakes the writer: it only appends to a deque. Readers (`htekd phones`) open the database read-only, which
-WAL mode allows while the daemon writes.
+request never waits for the database, nor wakes the writer: it only appends to a deque. The
+database is one of htekd.store's (SQLite in the state folder, or PostgreSQL shared by several
+servers); the SQL here is written once for both. While the database cannot be written, rows wait
+merged per phone and the writer tries again, so phones are served all the same.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 from htekd.events import say
 from htekd.requestlog import RequestRecord
 from htekd.resolution import Client
 
-DATABASE = "phones.sqlite"
 # Rows waiting for the writer; beyond this (a disk that stalls for minutes) new rows are dropped.
 QUEUE_LIMIT = 100_000
 # After the first row of a burst the writer waits this long, so the burst becomes one transaction.
 BATCH_WINDOW = 0.2
+# While the database cannot be written, the writer tries again this often.
+RETRY_INTERVAL = 2.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phones (
@@ -33,43 +34,57 @@ CREATE TABLE IF NOT EXISTS phones (
     protocol TEXT,
     last_file TEXT,
     outcome TEXT,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 0
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    requests BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS devcodes (
     devcode TEXT PRIMARY KEY,
     model TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL
 );
 """
 
-# Facts a request did not carry keep their last known value.
+# SQL that SQLite and PostgreSQL both run (parameters as :name). Facts a request did not carry
+# keep their last known value; several servers may write one phone, so the times only widen.
 UPSERT_PHONE = """
 INSERT INTO phones (mac, model, devcode, firmware, address, protocol, last_file, outcome,
                     first_seen, last_seen, requests)
 VALUES (:mac, :model, :devcode, :firmware, :address, :protocol, :name, :outcome, :first, :time, :requests)
 ON CONFLICT (mac) DO UPDATE SET
-    model = COALESCE(excluded.model, model),
-    devcode = COALESCE(excluded.devcode, devcode),
-    firmware = COALESCE(excluded.firmware, firmware),
+    model = COALESCE(excluded.model, phones.model),
+    devcode = COALESCE(excluded.devcode, phones.devcode),
+    firmware = COALESCE(excluded.firmware, phones.firmware),
     address = excluded.address,
     protocol = excluded.protocol,
     last_file = excluded.last_file,
     outcome = excluded.outcome,
-    last_seen = MAX(last_seen, excluded.last_seen),
-    requests = requests + excluded.requests
+    first_seen = CASE WHEN excluded.first_seen < phones.first_seen THEN excluded.first_seen ELSE phones.first_seen END,
+    last_seen = CASE WHEN excluded.last_seen > phones.last_seen THEN excluded.last_seen ELSE phones.last_seen END,
+    requests = phones.requests + excluded.requests
 """
 
 UPSERT_DEVCODE = """
 INSERT INTO devcodes (devcode, model, first_seen, last_seen) VALUES (:devcode, :model, :first, :time)
-ON CONFLICT (devcode) DO UPDATE SET model = excluded.model, last_seen = MAX(last_seen, excluded.last_seen)
+ON CONFLICT (devcode) DO UPDATE SET model = excluded.model,
+    last_seen = CASE WHEN excluded.last_seen > devcodes.last_seen THEN excluded.last_seen ELSE devcodes.last_seen END
 """
+
+SELECT_PHONES = """
+SELECT mac, model, devcode, firmware, address, protocol, last_file, outcome, first_seen, last_seen, requests
+FROM phones ORDER BY last_seen DESC, mac
+"""
+SELECT_DEVCODES = "SELECT devcode, model, first_seen, last_seen FROM devcodes ORDER BY devcode"
+
 
 
 class StateError(Exception):
     """The state folder or database cannot be used; str() is one line naming the path."""
+
+
+class Unavailable(Exception):
+    """The database cannot be written now (down, unreachable, disk full); str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -95,32 +110,25 @@ class LearnedDevcode:
     last_seen: float
 
 
-def database_path(state_dir: Path) -> Path:
-    return Path(state_dir) / DATABASE
-
-
 class PhoneStore:
-    """The daemon's writer: observe() queues, a thread commits in batches, close() flushes."""
+    """The daemon's writer: observe() queues, a thread commits in batches, close() flushes.
 
-    def __init__(self, state_dir: Path):
-        self.path = database_path(state_dir)
-        try:
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"cannot create state folder {state_dir}: {exc.strerror}") from None
-        try:
-            connection = sqlite3.connect(self.path, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open {self.path}: {exc}") from None
-        self._connection = connection
+    `database` is an htekd.store database: open() creates the tables (StateError: cannot start;
+    Unavailable: start anyway and write once it is back), write(phones, devcodes) commits one batch
+    or raises Unavailable, close() lets it go; `where` names it without a password."""
+
+    def __init__(self, database):
+        self.database = database
         self._rows: deque[dict] = deque()  # append and popleft are atomic: no lock on the request path
+        self._unwritten: list[dict] = []  # merged rows the database refused, tried again first
         self._pending = threading.Event()  # set by the first row after the writer took the last batch
         self._closing = threading.Event()
         self._dropped = 0
         self._failing = False
+        try:
+            database.open()
+        except Unavailable as exc:
+            self._unreachable(exc)
         self._writer = threading.Thread(target=self._write_loop, name="htekd-state", daemon=True)
         self._writer.start()
 
@@ -152,14 +160,16 @@ class PhoneStore:
         self._closing.set()
         self._pending.set()
         self._writer.join()
-        self._connection.close()
+        if self._unwritten:
+            say(f"phones seen: {len(self._unwritten)} rows not written, {self.database.where} unavailable")
+        self.database.close()
 
     def _write_loop(self) -> None:
         while True:
-            self._pending.wait()
+            self._pending.wait(RETRY_INTERVAL if self._failing else None)
             self._closing.wait(BATCH_WINDOW)  # gather the rest of the burst (at once when closing)
             self._pending.clear()  # before taking the rows: one appended from now on sets it again
-            rows = []
+            rows, self._unwritten = self._unwritten, []
             while self._rows:
                 rows.append(self._rows.popleft())
             if rows:
@@ -188,42 +198,26 @@ class PhoneStore:
         return list(merged.values())
 
     def _commit(self, rows: list[dict]) -> None:
+        phones = self._merged(rows, "mac")
+        devcodes = self._merged([row for row in rows if row["model"]], "devcode")
         try:
-            with self._connection:
-                self._connection.executemany(UPSERT_PHONE, self._merged(rows, "mac"))
-                self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
-        except sqlite3.Error as exc:
-            if not self._failing:
-                say(f"phones seen: cannot write {self.path}: {exc}")
-            self._failing = True
+            self.database.write(phones, devcodes)
+        except Unavailable as exc:
+            self._unreachable(exc)
+            # Kept merged (one row per phone, and per code seen without a phone) within the queue's bound.
+            kept = phones + [row for row in devcodes if not row["mac"]]
+            self._dropped += max(0, len(kept) - QUEUE_LIMIT)
+            self._unwritten = kept[:QUEUE_LIMIT]
             return
         if self._failing:
-            say(f"phones seen: writing {self.path} again")
+            say(f"phones seen: writing {self.database.where} again")
         self._failing = False
         if self._dropped:
             say(f"phones seen: {self._dropped} requests not recorded (writer too slow)")
             self._dropped = 0
 
-
-def read(state_dir: Path) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
-    """Phones seen (most recent first) and learned device codes, from a read-only connection.
-
-    Raises StateError when there is a database that cannot be read; no database means nothing seen."""
-    path = database_path(state_dir)
-    if not path.exists():
-        return [], []
-    try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            phones = [PhoneSeen(*row) for row in connection.execute(
-                "SELECT mac, model, devcode, firmware, address, protocol, last_file, outcome,"
-                " first_seen, last_seen, requests FROM phones ORDER BY last_seen DESC, mac"
-            )]
-            devcodes = [LearnedDevcode(*row) for row in connection.execute(
-                "SELECT devcode, model, first_seen, last_seen FROM devcodes ORDER BY devcode"
-            )]
-        finally:
-            connection.close()
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot read {path}: {exc}") from None
-    return phones, devcodes
+    def _unreachable(self, exc: Unavailable) -> None:
+        """One line when the database goes away, none while it stays away."""
+        if not self._failing:
+            say(f"phones seen: cannot write {self.database.where}: {exc}; serving on, writing again when it is back")
+        self._failing = True

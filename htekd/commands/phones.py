@@ -1,4 +1,5 @@
-"""`htekd phones`: the phones the daemon has seen, from its state folder (safe while it runs)."""
+"""`htekd phones`: the phones seen, from the state store (safe while the daemon runs; with a shared
+PostgreSQL store, what every server saw)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 
 from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument, load_config
-from htekd.state import StateError, read
+from htekd.state import StateError
+from htekd.store import read
 
 
 PHONE_COLUMNS = (
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
-        phones, devcodes = read(config.server.state_dir)
+        phones, devcodes = read(config.server)
     except StateError as exc:
         raise CommandError(str(exc)) from None
     rows, columns = (devcodes, DEVCODE_COLUMNS) if args.devcodes else (phones, PHONE_COLUMNS)

@@ -1,0 +1,30 @@
+"""Where phones seen and learned device codes are kept: `[htekd] state`.
+
+`sqlite` (the default) is a file in state_dir, embedded, for one server. A `postgresql://` URL is
+one database that several servers write and read, so `htekd phones` on any of them shows what all
+of them saw. Both take the same SQL (htekd.state); each module here only connects and commits.
+"""
+
+from __future__ import annotations
+
+from htekd.state import LearnedDevcode, PhoneSeen
+
+
+def is_postgresql(state: str) -> bool:
+    return state.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(server):
+    """The database `server` (a ServerConfig) names, not yet opened."""
+    if is_postgresql(server.state):
+        from htekd.store.postgresql import PostgresDatabase
+
+        return PostgresDatabase(server.state)
+    from htekd.store.sqlite import SqliteDatabase
+
+    return SqliteDatabase(server.state_dir)
+
+
+def read(server) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
+    """Phones seen (most recent first) and learned device codes; StateError when they cannot be read."""
+    return open_database(server).read()

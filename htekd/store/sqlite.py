@@ -1,0 +1,63 @@
+"""The embedded state store: one SQLite file in the state folder (WAL, so `htekd phones` reads
+while the daemon writes)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from htekd.state import (SCHEMA, SELECT_DEVCODES, SELECT_PHONES, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode,
+                         PhoneSeen, StateError, Unavailable)
+
+DATABASE = "phones.sqlite"
+
+
+class SqliteDatabase:
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DATABASE
+        self.where = str(self.path)
+        self._connection: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """A state folder or file that cannot be made is no passing outage: StateError."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state folder {self.state_dir}: {exc.strerror}") from None
+        try:
+            connection = sqlite3.connect(self.path, check_same_thread=False)  # then used by the writer alone
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open {self.path}: {exc}") from None
+        self._connection = connection
+
+    def write(self, phones: list[dict], devcodes: list[dict]) -> None:
+        try:
+            with self._connection:
+                self._connection.executemany(UPSERT_PHONE, phones)
+                self._connection.executemany(UPSERT_DEVCODE, devcodes)
+        except sqlite3.Error as exc:
+            raise Unavailable(str(exc)) from None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def read(self) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
+        """From a read-only connection; no database yet means nothing seen."""
+        if not self.path.exists():
+            return [], []
+        try:
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                phones = [PhoneSeen(*row) for row in connection.execute(SELECT_PHONES)]
+                devcodes = [LearnedDevcode(*row) for row in connection.execute(SELECT_DEVCODES)]
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read {self.path}: {exc}") from None
+        return phones, devcodes
