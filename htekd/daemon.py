@@ -108,6 +108,7 @@ class Daemon:
     reactor: object
     ports: list = dataclasses.field(default_factory=list)  # IListeningPort of TFTP, HTTP, HTTPS
     ftp: object = None  # FtpListener
+    watcher: object = None  # htekd.watch.RootWatcher while [htekd] watch = yes
     reloading: bool = False
     reload_again: bool = False
 
@@ -144,6 +145,19 @@ class Daemon:
         if self.ftp is not None:
             self.ftp.stop()
             self.ftp = None
+
+    def follow_root(self) -> None:
+        """Reactor thread: watch the root of the configuration in force, if it says watch = yes."""
+        server = self.config.server
+        wanted = server.root if server.watch else None
+        if self.watcher is not None and self.watcher.root != wanted:
+            self.watcher.stop()
+            self.watcher = None
+        if wanted is not None and self.watcher is None:
+            from htekd.watch import RootWatcher
+
+            log = () if server.log == "-" else (Path(server.log),)
+            self.watcher = RootWatcher(self.reactor, wanted, self.request_reload, ignored=(server.state_dir, *log))
 
     def announce(self) -> None:
         for protocol in LISTENERS:
@@ -206,6 +220,7 @@ class Daemon:
 
     def _reloaded(self, message: str) -> None:
         say(message)
+        self.follow_root()
         notify_systemd("READY=1", f"STATUS={message}")
         self.reloading = False
         if self.reload_again:
@@ -220,6 +235,9 @@ class Daemon:
 
         notify_systemd("STOPPING=1")
         say("stopping")
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         waits = [port.stopListening() for port in self.ports]
         self.ports = []
         if self.ftp is not None:
@@ -269,6 +287,7 @@ def serve(config_path: Path | str) -> int:
         _close(store, log)
         return 1
 
+    daemon.follow_root()
     reactor.addSystemEventTrigger("before", "shutdown", daemon.shutting_down)
     reactor.callWhenRunning(daemon.announce)
     reactor.run()
