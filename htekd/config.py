@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import hashlib
 import ipaddress
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class ServerConfig:
     secret_parameters: frozenset = frozenset()  # P-codes secret beyond those the catalog and their names make so
     state: str = "sqlite"  # "sqlite" (in state_dir) or a postgresql:// URL shared by several servers
     watch: bool = False  # reload by itself when something under root changes
+    workers: int = 1  # processes serving the same ports ("auto": one per CPU this process may use)
 
     @property
     def path_prefix(self) -> str:
@@ -204,7 +206,7 @@ class Config:
 
 _SECTIONS = {
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
-              "aes_key_in_model_file", "secret_parameters", "state", "watch"},
+              "aes_key_in_model_file", "secret_parameters", "state", "watch", "workers"},
     "tftp": {"enabled", "listen", "timeout", "retries"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
     "http": {"enabled", "listen", "timeout", "user", "password"},
@@ -352,6 +354,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         secret_parameters=_secret_parameters(read),
         state=_state(read),
         watch=read.boolean("htekd", "watch", False),
+        workers=_workers(read),
     )
     if server.aes_key_in_model_file and not server.aes_key:
         raise read.error("htekd", "aes_key_in_model_file", "needs aes_key")
@@ -438,6 +441,12 @@ def _pnp(read: _Reader) -> PnpConfig:
         rate=read.number("pnp", "rate", 10.0, 0.1, 1000.0),
         burst=read.number("pnp", "burst", 20, 1, 1000, int),
     )
+
+
+def _workers(read: _Reader) -> int:
+    if read.get("htekd", "workers", "1").lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return read.number("htekd", "workers", 1, 1, 64, int)
 
 
 def _state(read: _Reader) -> str:

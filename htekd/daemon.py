@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from htekd import reuseport
 from htekd.events import say
 from htekd.config import Config, ConfigError, load
 from htekd.listeners import ListenError
@@ -109,6 +110,7 @@ class Daemon:
     ports: list = dataclasses.field(default_factory=list)  # IListeningPort of TFTP, HTTP, HTTPS
     ftp: object = None  # FtpListener
     watcher: object = None  # htekd.watch.RootWatcher while [htekd] watch = yes
+    worker: object = None  # htekd.workers.Worker in a daemon of several processes, else None
     reloading: bool = False
     reload_again: bool = False
 
@@ -128,7 +130,7 @@ class Daemon:
                 self.ports += http.listen(self.reactor, config.http, self.resolver, self.log, tls=False)
             if config.https.enabled:
                 self.ports += http.listen(self.reactor, config.https, self.resolver, self.log, tls=True)
-            if config.pnp.enabled:
+            if config.pnp.enabled and self.serves_pnp:
                 pnp = config.pnp
                 options = sip.PnpOptions(interface=pnp.interface, port=pnp.port, vendors=pnp.vendors, ouis=pnp.ouis,
                                          rate=pnp.rate, burst=pnp.burst)
@@ -137,6 +139,11 @@ class Daemon:
         except BaseException:
             self.stop_listeners_now()
             raise
+
+    @property
+    def serves_pnp(self) -> bool:
+        """Multicast reaches every process on the port: one worker answers SIP PnP."""
+        return self.worker is None or self.worker.first
 
     def stop_listeners_now(self) -> None:
         for port in self.ports:
@@ -149,7 +156,7 @@ class Daemon:
     def follow_root(self) -> None:
         """Reactor thread: watch the root of the configuration in force, if it says watch = yes."""
         server = self.config.server
-        wanted = server.root if server.watch else None
+        wanted = server.root if server.watch and self.serves_pnp else None
         if self.watcher is not None and self.watcher.root != wanted:
             self.watcher.stop()
             self.watcher = None
@@ -157,7 +164,9 @@ class Daemon:
             from htekd.watch import RootWatcher
 
             log = () if server.log == "-" else (Path(server.log),)
-            self.watcher = RootWatcher(self.reactor, wanted, self.request_reload, ignored=(server.state_dir, *log))
+            # A worker leaves the reload to the main process, which reloads every worker.
+            settled = self.request_reload if self.worker is None else self.worker.ask_reload
+            self.watcher = RootWatcher(self.reactor, wanted, settled, ignored=(server.state_dir, *log))
 
     def announce(self) -> None:
         for protocol in LISTENERS:
@@ -165,7 +174,7 @@ class Daemon:
             if section.enabled:
                 for address in section.listen:
                     say(f"listening {protocol} {address}")
-        if self.config.pnp.enabled:
+        if self.config.pnp.enabled and self.serves_pnp:
             say(f"listening pnp 224.0.1.75:{self.config.pnp.port} on {self.config.pnp.interface}")
         say("ready")
         notify_systemd("READY=1", f"STATUS=serving {self.config.server.root}")
@@ -196,7 +205,7 @@ class Daemon:
         self.log.secrets = _secrets(config, self.resolver)
         _settle_memory()
         restart = [f"[{name}]" for name in RESTART_SECTIONS if getattr(config, name) != getattr(self.config, name)]
-        restart += [f"[htekd] {key}" for key in ("state_dir", "state")
+        restart += [f"[htekd] {key}" for key in ("state_dir", "state", "workers")
                     if getattr(config.server, key) != getattr(self.config.server, key)]
         # Listener settings stay as started; keep comparing against those until a restart.
         self.config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in RESTART_SECTIONS})
@@ -251,8 +260,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def serve(config_path: Path | str) -> int:
+    from htekd import workers
+
     try:
         config = load(config_path)
+        worker = workers.this_worker()
+        if worker is None and config.server.workers > 1:
+            return workers.supervise(config)  # the workers load the tree; this process only watches them
+        if worker is not None:
+            reuseport.workers = worker.count
         resolver = Resolver.from_config(config)
     except (ConfigError, TreeError) as exc:
         say(_one_line(exc))
@@ -277,7 +293,7 @@ def serve(config_path: Path | str) -> int:
 
     log.flush_each_turn(lambda flush: reactor.callLater(0, flush))
     _log_twisted_problems()
-    daemon = Daemon(config, resolver, log, store, reactor)
+    daemon = Daemon(config, resolver, log, store, reactor, worker=worker)
     # Installed before binding so an early SIGHUP queues a reload instead of killing the process.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.request_reload))
     try:
@@ -286,6 +302,8 @@ def serve(config_path: Path | str) -> int:
         say(_one_line(exc) if isinstance(exc, ListenError) else f"cannot start listeners: {_one_line(exc)}")
         _close(store, log)
         return 1
+    for port in daemon.ports:
+        reuseport.attach(port.socket)
 
     daemon.follow_root()
     reactor.addSystemEventTrigger("before", "shutdown", daemon.shutting_down)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from htekd import reuseport
+
 
 class ListenError(Exception):
     """A listener could not bind one of its addresses; str() names both."""
@@ -18,6 +20,7 @@ class IPv6Only:
 
     def createInternetSocket(self):
         sock = super().createInternetSocket()
+        reuseport.allow(sock)
         if self.addressFamily == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         return sock
