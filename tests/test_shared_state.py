@@ -10,7 +10,7 @@ import time
 import pytest
 
 import postgres
-from test_daemon import HTEK_AGENT, curl, event_lines, htekd
+from test_daemon import curl, event_lines, htekd
 
 pytestmark = pytest.mark.skipif(not postgres.available(), reason="PostgreSQL server binaries not installed")
 

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import LOOPBACK, free_port
+from conftest import LOOPBACK
 from test_daemon import NEW_PHONE, curl, event_lines
 from test_watch import ROW
 
@@ -145,3 +144,42 @@ def test_workers_that_are_no_number_is_one_line(daemon):
     assert running.wait_exit() == 1
     [line] = event_lines(running.stderr_text())
     assert "[htekd] workers: expected a number, got 'many'" in line
+
+
+def test_systemd_hears_from_the_main_process_only(daemon, tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        address = str(tmp_path / "notify.sock")
+        listener.bind(address)
+        listener.settimeout(10)
+
+        def next_message() -> dict[str, str]:
+            fields = listener.recv(4096).decode().split("\n")
+            return dict(field.split("=", 1) for field in fields)
+
+        running = daemon({"htekd": {"workers": "2"}}, env={"NOTIFY_SOCKET": address})
+        ready = next_message()
+        assert ready["READY"] == "1" and ready["MAINPID"] == str(running.proc.pid)
+        running.reload()
+        assert next_message()["RELOADING"] == "1"
+        assert next_message()["READY"] == "1"
+        running.proc.send_signal(signal.SIGTERM)
+        assert next_message()["STOPPING"] == "1"
+        assert running.wait_exit() == 0
+        listener.settimeout(0.5)
+        with pytest.raises(socket.timeout):  # nothing from the workers, before or after
+            listener.recv(4096)
+
+
+def test_watch_reloads_every_worker_once(daemon, site):
+    running = daemon({"htekd": {"workers": "2", "watch": "yes", "unknown_phones": "deny"}})
+    start = len(running.stderr_lines())
+    with open(site / "root" / "phones.csv", "a", encoding="utf-8") as inventory:
+        inventory.write(ROW)
+    line = running.wait_stderr(lambda text: text.startswith("htekd: reloaded"), start=start, timeout=15)
+    assert line == "htekd: reloaded (4 phones)", running.stderr_text()
+    for source in ("127.0.0.2", "127.0.0.3"):
+        assert from_address(running, source, f"cfg{NEW_PHONE}.xml") == 200
+    time.sleep(1)
+    assert [text for text in running.stderr_lines()[start:] if "reload" in text] == [
+        "htekd: root changed, reloading", "htekd: reloaded (4 phones)"]
+    assert running.stop() == 0
