@@ -86,36 +86,7 @@ def build(folder: Path, host: str, count: int, ports: dict, passive: tuple[int, 
     with open(root / "files" / FIRMWARE, "wb") as handle:
         for _ in range(FIRMWARE_SIZE // (1 << 20)):
             handle.write(os.urandom(1 << 20))
-    (folder / "state").mkdir()
-    bracketed = f"[{host}]" if ":" in host else host
-    (folder / "htekd.conf").write_text(
-        f"""[htekd]
-root = root
-state_dir = state
-server_url = http://{bracketed}:{ports['http']}
-unknown_phones = default
-log = {folder / 'requests.log'}
-log_format = text
-
-[tftp]
-enabled = yes
-listen = {bracketed}:{ports['tftp']}
-
-[ftp]
-enabled = yes
-listen = {bracketed}:{ports['ftp']}
-passive_ports = {passive[0]}-{passive[1]}
-
-[http]
-enabled = yes
-listen = {bracketed}:{ports['http']}
-
-[https]
-enabled = no
-
-[pnp]
-enabled = no
-""", encoding="utf-8")
+    write_config(folder / "htekd.conf", folder, host, ports, passive)
     for path in (folder, *folder.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return Site(folder, host, dict(ports), passive, inventory)
@@ -146,3 +117,39 @@ def prerender(site: Site, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
     for path in (site.folder / "peer", *(site.folder / "peer").rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return expected
+
+
+def write_config(path: Path, folder: Path, host: str, ports: dict, passive: tuple[int, int], workers: int = 1) -> None:
+    """An htekd.conf for the tree under `folder`, with a state folder and request log of its own."""
+    name = path.stem
+    (folder / f"state-{name}").mkdir(exist_ok=True)
+    bracketed = f"[{host}]" if ":" in host else host
+    path.write_text(
+        f"""[htekd]
+root = root
+state_dir = state-{name}
+server_url = http://{bracketed}:{ports['http']}
+unknown_phones = default
+log = {folder / f'requests-{name}.log'}
+log_format = text
+workers = {workers}
+
+[tftp]
+enabled = yes
+listen = {bracketed}:{ports['tftp']}
+
+[ftp]
+enabled = yes
+listen = {bracketed}:{ports['ftp']}
+passive_ports = {passive[0]}-{passive[1]}
+
+[http]
+enabled = yes
+listen = {bracketed}:{ports['http']}
+
+[https]
+enabled = no
+
+[pnp]
+enabled = no
+""", encoding="utf-8")
