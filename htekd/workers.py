@@ -25,7 +25,7 @@ from htekd.daemon import notify_systemd
 from htekd.events import say
 
 ENVIRONMENT = "HTEKD_WORKER"
-STOP_TIMEOUT = 15.0  # seconds the workers get to stop before they are killed
+STOP_TIMEOUT = 10.0  # seconds the workers get to stop before they are killed (systemd waits 15)
 RESTART_DELAY = 1.0  # seconds before a worker that died is started again
 RELOAD_RESULTS = ("htekd: reloaded", "htekd: reload failed")
 # A worker's lines that the main process says once for all of them, or not at all.

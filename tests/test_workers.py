@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LOOPBACK
-from test_daemon import NEW_PHONE, curl, event_lines
+from test_daemon import NEW_PHONE, curl, event_lines, notification
 from test_watch import ROW
 
 LINE = re.compile(r'^\S+Z (tftp|ftp|http|https) (\S+):\d+ "[^"]*" \S+ \S+( \S+=\S+)* ms=[\d.]+$')
@@ -151,19 +151,14 @@ def test_systemd_hears_from_the_main_process_only(daemon, tmp_path):
         address = str(tmp_path / "notify.sock")
         listener.bind(address)
         listener.settimeout(10)
-
-        def next_message() -> dict[str, str]:
-            fields = listener.recv(4096).decode().split("\n")
-            return dict(field.split("=", 1) for field in fields)
-
         running = daemon({"htekd": {"workers": "2"}}, env={"NOTIFY_SOCKET": address})
-        ready = next_message()
+        ready = notification(listener)
         assert ready["READY"] == "1" and ready["MAINPID"] == str(running.proc.pid)
         running.reload()
-        assert next_message()["RELOADING"] == "1"
-        assert next_message()["READY"] == "1"
+        assert notification(listener)["RELOADING"] == "1"
+        assert notification(listener)["READY"] == "1"
         running.proc.send_signal(signal.SIGTERM)
-        assert next_message()["STOPPING"] == "1"
+        assert notification(listener)["STOPPING"] == "1"
         assert running.wait_exit() == 0
         listener.settimeout(0.5)
         with pytest.raises(socket.timeout):  # nothing from the workers, before or after

@@ -7,7 +7,24 @@ of them saw. Both take the same SQL (htekd.state); each module here only connect
 
 from __future__ import annotations
 
-from htekd.state import LearnedDevcode, PhoneSeen
+from htekd.state import SELECT_DEVCODES, SELECT_PHONES, LearnedDevcode, PhoneSeen
+
+
+class Database:
+    """What every store has: the daemon writer's one connection, let go by close()."""
+
+    _connection = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def fetch_all(connection) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
+    """Phones seen and learned device codes through an open connection (sqlite3's or psycopg's)."""
+    phones = [PhoneSeen(*row) for row in connection.execute(SELECT_PHONES)]
+    return phones, [LearnedDevcode(*row) for row in connection.execute(SELECT_DEVCODES)]
 
 
 def is_postgresql(state: str) -> bool:

@@ -13,8 +13,8 @@ import urllib.parse
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from htekd.state import (SCHEMA, SELECT_DEVCODES, SELECT_PHONES, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode,
-                         PhoneSeen, StateError, Unavailable)
+from htekd.state import SCHEMA, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode, PhoneSeen, StateError, Unavailable
+from htekd.store import Database, fetch_all
 
 CONNECT_TIMEOUT = 3  # seconds
 OPTIONS = {
@@ -60,11 +60,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class PostgresDatabase:
+class PostgresDatabase(Database):
     def __init__(self, url: str):
         self.url = url
         self.where = shown(url)
-        self._connection: psycopg.Connection | None = None
 
     def open(self) -> None:
         self._connected()
@@ -80,23 +79,16 @@ class PostgresDatabase:
             self.close()
             raise Unavailable(_one_line(exc)) from None
 
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
     def read(self) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
         """Tables not made yet (no server has started) mean nothing seen."""
         try:
             with psycopg.connect(self.url, **OPTIONS) as connection:
                 try:
-                    phones = [PhoneSeen(*row) for row in connection.execute(SELECT_PHONES)]
-                    devcodes = [LearnedDevcode(*row) for row in connection.execute(SELECT_DEVCODES)]
+                    return fetch_all(connection)
                 except psycopg.errors.UndefinedTable:
                     return [], []
         except psycopg.Error as exc:
             raise StateError(f"cannot read {self.where}: {_one_line(exc)}") from None
-        return phones, devcodes
 
     def _connected(self) -> psycopg.Connection:
         """The open connection, or a new one with the tables made sure of; Unavailable if none."""

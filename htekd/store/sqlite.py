@@ -6,18 +6,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from htekd.state import (SCHEMA, SELECT_DEVCODES, SELECT_PHONES, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode,
-                         PhoneSeen, StateError, Unavailable)
+from htekd.state import SCHEMA, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode, PhoneSeen, StateError, Unavailable
+from htekd.store import Database, fetch_all
 
 DATABASE = "phones.sqlite"
 
 
-class SqliteDatabase:
+class SqliteDatabase(Database):
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DATABASE
         self.where = str(self.path)
-        self._connection: sqlite3.Connection | None = None
 
     def open(self) -> None:
         """A state folder or file that cannot be made is no passing outage: StateError."""
@@ -42,11 +41,6 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             raise Unavailable(str(exc)) from None
 
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
     def read(self) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
         """From a read-only connection; no database yet means nothing seen."""
         if not self.path.exists():
@@ -54,10 +48,8 @@ class SqliteDatabase:
         try:
             connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                phones = [PhoneSeen(*row) for row in connection.execute(SELECT_PHONES)]
-                devcodes = [LearnedDevcode(*row) for row in connection.execute(SELECT_DEVCODES)]
+                return fetch_all(connection)
             finally:
                 connection.close()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read {self.path}: {exc}") from None
-        return phones, devcodes
