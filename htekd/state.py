@@ -23,6 +23,8 @@ QUEUE_LIMIT = 100_000
 BATCH_WINDOW = 0.2
 # While the database cannot be written, the writer tries again this often.
 RETRY_INTERVAL = 2.0
+# A stopping daemon waits this long for the last write (a database that does not answer).
+CLOSE_TIMEOUT = 10.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phones (
@@ -159,7 +161,10 @@ class PhoneStore:
         """Write what is queued and close the database."""
         self._closing.set()
         self._pending.set()
-        self._writer.join()
+        self._writer.join(CLOSE_TIMEOUT)
+        if self._writer.is_alive():
+            say(f"phones seen: {self.database.where} does not answer; the last requests are not recorded")
+            return
         if self._unwritten:
             say(f"phones seen: {len(self._unwritten)} rows not written, {self.database.where} unavailable")
         self.database.close()

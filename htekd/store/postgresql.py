@@ -20,6 +20,9 @@ CONNECT_TIMEOUT = 3  # seconds
 OPTIONS = {
     "connect_timeout": CONNECT_TIMEOUT,
     "tcp_user_timeout": 10_000,  # ms without acknowledgement before a cut connection counts as lost
+    "keepalives_idle": 30,  # and a silent one is probed
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
     "options": "-c statement_timeout=10000",
     "application_name": "htekd",
 }
