@@ -130,7 +130,7 @@ class Daemon:
                 self.ports += http.listen(self.reactor, config.http, self.resolver, self.log, tls=False)
             if config.https.enabled:
                 self.ports += http.listen(self.reactor, config.https, self.resolver, self.log, tls=True)
-            if config.pnp.enabled and self.serves_pnp:
+            if config.pnp.enabled and self.primary:
                 pnp = config.pnp
                 options = sip.PnpOptions(interface=pnp.interface, port=pnp.port, vendors=pnp.vendors, ouis=pnp.ouis,
                                          rate=pnp.rate, burst=pnp.burst)
@@ -141,8 +141,9 @@ class Daemon:
             raise
 
     @property
-    def serves_pnp(self) -> bool:
-        """Multicast reaches every process on the port: one worker answers SIP PnP."""
+    def primary(self) -> bool:
+        """Alone, or the first of several workers: the one that answers SIP PnP (multicast reaches
+        every process on the port) and watches the root."""
         return self.worker is None or self.worker.first
 
     def stop_listeners_now(self) -> None:
@@ -156,7 +157,7 @@ class Daemon:
     def follow_root(self) -> None:
         """Reactor thread: watch the root of the configuration in force, if it says watch = yes."""
         server = self.config.server
-        wanted = server.root if server.watch and self.serves_pnp else None
+        wanted = server.root if server.watch and self.primary else None
         if self.watcher is not None and self.watcher.root != wanted:
             self.watcher.stop()
             self.watcher = None
@@ -174,7 +175,7 @@ class Daemon:
             if section.enabled:
                 for address in section.listen:
                     say(f"listening {protocol} {address}")
-        if self.config.pnp.enabled and self.serves_pnp:
+        if self.config.pnp.enabled and self.primary:
             say(f"listening pnp 224.0.1.75:{self.config.pnp.port} on {self.config.pnp.interface}")
         say("ready")
         notify_systemd("READY=1", f"STATUS=serving {self.config.server.root}")
