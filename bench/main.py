@@ -103,6 +103,7 @@ class Bench:
             config = self.site.folder / "workers.conf"
             site_module.write_config(config, self.site.folder, host, ports, free_port_range(host, 100), self.args.workers)
             self.workers = Htekd(self.site, config, ports)
+            self.expected_workers = site_module.rendered(config, host, self.storm)
             say(f"htekd with {self.args.workers} workers: pid {self.workers.pid}")
         wanted = set(self.args.figures)
         if wanted & {"tftp-512", "tftp-1468", "storm"}:
@@ -156,14 +157,13 @@ class Bench:
     def figure_tftp_1468(self) -> None:
         self._tftp_firmware(1468)
 
-    def _storm(self, port: int) -> tftp.Storm:
+    def _storm(self, port: int, expected: dict[str, bytes]) -> tftp.Storm:
         # Phones come from addresses of their own (which is what spreads them over workers): on
         # 127.0.0.1 each phone booting at once gets one of 127.0.x.y.
         sources = [f"127.0.{1 + slot // 250}.{1 + slot % 250}" for slot in range(self.args.parallel)] \
             if self.host == "127.0.0.1" else None
         storm = tftp.Storm(self.host, port, [list(phone.boot_files()) for phone in self.storm],
                            parallel=self.args.parallel, blksize=self.args.storm_blksize, keep=True, sources=sources).run()
-        expected = self.expected["tftp"]
         for fetch in storm.fetches:
             want = expected.get(fetch.name)
             if want is None:
@@ -183,7 +183,8 @@ class Bench:
                     server.reload()  # a new snapshot: every configuration is rendered afresh, on demand
                 client_before = time.process_time()
                 with CpuMeter(server.pid) as meter:
-                    storm = self._storm(port)
+                    expected = (self.expected_workers if label == "workers" else self.expected)["tftp"]
+                    storm = self._storm(port, expected)
                 client_cpu[label].append(time.process_time() - client_before)
                 server_cpu[label].append(meter.seconds)
                 totals[label].append(storm.seconds)

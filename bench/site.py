@@ -92,28 +92,36 @@ def build(folder: Path, host: str, count: int, ports: dict, passive: tuple[int, 
     return Site(folder, host, dict(ports), passive, inventory)
 
 
-def prerender(site: Site, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
-    """What htekd serves each storm phone, per protocol, written under peer/<protocol>/ for the
-    peers (the firmware hard-linked); returns {protocol: {name: bytes}} to check fetches against."""
+def rendered(config: Path, host: str, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
+    """What the htekd of `config` serves each storm phone: {protocol: {name: bytes}} (names it
+    answers "not found" left out). The listener's port is part of the URLs written in."""
     from htekd.config import load
     from htekd.resolution import Client
     from htekd.resolver import Resolver
 
-    resolver = Resolver.from_config(load(site.config))
+    resolver = Resolver.from_config(load(config))
     expected: dict[str, dict[str, bytes]] = {}
     for protocol in PROTOCOLS:
-        folder = site.peer_dir(protocol)
-        folder.mkdir(parents=True)
-        os.link(site.firmware, folder / FIRMWARE)
         contents = expected.setdefault(protocol, {})
         for phone in storm:
             for name in phone.boot_files():
-                if name in contents:
-                    continue
-                resolution = resolver.resolve(name, Client(protocol, site.host, user_agent=phone.user_agent))
-                if resolution.ok:
-                    contents[name] = resolution.content
-                    (folder / name).write_bytes(resolution.content)
+                if name not in contents:
+                    resolution = resolver.resolve(name, Client(protocol, host, user_agent=phone.user_agent))
+                    if resolution.ok:
+                        contents[name] = resolution.content
+    return expected
+
+
+def prerender(site: Site, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
+    """rendered() for the site's htekd.conf, written under peer/<protocol>/ for the peers (the
+    firmware hard-linked); returns it to check fetches against."""
+    expected = rendered(site.config, site.host, storm)
+    for protocol, contents in expected.items():
+        folder = site.peer_dir(protocol)
+        folder.mkdir(parents=True)
+        os.link(site.firmware, folder / FIRMWARE)
+        for name, content in contents.items():
+            (folder / name).write_bytes(content)
     for path in (site.folder / "peer", *(site.folder / "peer").rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return expected
