@@ -294,7 +294,8 @@ class Bench:
     def report(self) -> str:
         pid = self.htekd.pid
         headers = ["figure", "htekd", "peer", "ratio", "target", "met?", f"workers={self.args.workers}"]
-        table = [headers] + [row.cells() for row in self.rows]
+        columns = len(headers) if self.workers is not None else len(headers) - 1
+        table = [line[:columns] for line in [headers] + [row.cells() for row in self.rows]]
         widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
         lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |" for line in table]
         lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
