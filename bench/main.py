@@ -1,5 +1,7 @@
 """`python -m bench`: build an inventory, start htekd and its peers on loopback, run each figure
-for both several times, print medians, the ratio htekd/peer and whether each target is met."""
+for both several times, print medians, the ratio htekd/peer and whether each target is met.
+With --workers N (default 2) a second htekd with `workers = N` runs every speed figure too, and
+its speed-up over the first (workers = 1) is printed next to each."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class Row:
     target: str  # e.g. ">= 1.0x", "<= 0.33x", "< 64 MB"
     met: bool | None
     ratio: float | None = None
+    speedup: float | None = None  # of htekd with workers = N over workers = 1
+
 
     def cells(self) -> list[str]:
         def number(value):
@@ -42,17 +46,27 @@ class Row:
 
         ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
         met = "-" if self.met is None else ("yes" if self.met else "NO")
+        speedup = "-" if self.speedup is None else f"{self.speedup:.2f}x"
         return [self.figure, f"{number(self.htekd)} {self.unit}", f"{number(self.peer)} {self.unit}"
-                if self.peer is not None else "-", ratio, self.target, met]
+                if self.peer is not None else "-", ratio, self.target, met, speedup]
 
 
-def ratio_row(figure, htekd, peer, unit, at_least=None, at_most=None) -> Row:
+def ratio_row(figure, values: dict, unit, at_least=None, at_most=None) -> Row:
+    """From the medians of "htekd", "peer" and "workers" (may be missing): a higher value is better
+    with at_least, a lower one with at_most."""
+    htekd, peer, workers = values["htekd"], values["peer"], values.get("workers")
     ratio = htekd / peer if peer else None
     if at_least is not None:
         target, met = f">= {at_least:g}x", ratio is not None and ratio >= at_least
+        speedup = workers / htekd if workers and htekd else None
     else:
         target, met = f"<= {at_most:g}x", ratio is not None and ratio <= at_most
-    return Row(figure, htekd, peer, unit, target, met, ratio)
+        speedup = htekd / workers if workers and htekd else None
+    return Row(figure, htekd, peer, unit, target, met, ratio, speedup)
+
+
+def medians(samples: dict) -> dict:
+    return {label: median(values) for label, values in samples.items()}
 
 
 def median(values):
@@ -83,6 +97,14 @@ class Bench:
         say(f"inventory of {len(self.site.phones)} phones and pre-rendered peer files in {time.monotonic() - began:.1f} s")
         self.htekd = Htekd(self.site)
         say(f"htekd pid {self.htekd.pid}")
+        self.workers = None
+        if self.args.workers > 1:
+            ports = {"tftp": free_port(host, socket.SOCK_DGRAM), "ftp": free_port(host), "http": free_port(host)}
+            config = self.site.folder / "workers.conf"
+            site_module.write_config(config, self.site.folder, host, ports, free_port_range(host, 100), self.args.workers)
+            self.workers = Htekd(self.site, config, ports)
+            self.expected_workers = site_module.rendered(config, host, self.storm)
+            say(f"htekd with {self.args.workers} workers: pid {self.workers.pid}")
         wanted = set(self.args.figures)
         if wanted & {"tftp-512", "tftp-1468", "storm"}:
             self.servers["tftp"] = InTftpd(self.site.peer_dir("tftp"), host)
@@ -93,11 +115,22 @@ class Bench:
                                          free_port_range(host, 100))
 
     def stop(self) -> None:
-        for server in (*self.servers.values(), getattr(self, "htekd", None)):
+        for server in (*self.servers.values(), getattr(self, "htekd", None), getattr(self, "workers", None)):
             if server is not None:
                 server.stop()
 
     # -- figures -------------------------------------------------------------------------------
+    def contenders(self, protocol: str) -> list[tuple[str, object, int]]:
+        """(label, server, port) of htekd, htekd with workers (if any) and the peer for `protocol`."""
+        found = [("htekd", self.htekd, self.htekd.ports[protocol])]
+        if self.workers is not None:
+            found.append(("workers", self.workers, self.workers.ports[protocol]))
+        peer = self.servers[protocol]
+        return found + [("peer", peer, peer.port)]
+
+    def samples(self, protocol: str) -> dict:
+        return {label: [] for label, _, _ in self.contenders(protocol)}
+
     def run(self) -> None:
         for figure in self.args.figures:
             say(f"figure {figure}")
@@ -105,11 +138,9 @@ class Bench:
 
     def _tftp_firmware(self, blksize: int) -> None:
         name = site_module.FIRMWARE
-        rates = {"htekd": [], "peer": []}
-        cpu = {"htekd": [], "peer": []}
-        peer = self.servers["tftp"]
+        rates, cpu = self.samples("tftp"), self.samples("tftp")
         for _ in range(self.args.repeat):
-            for label, server, port in (("htekd", self.htekd, self.site.ports["tftp"]), ("peer", peer, peer.port)):
+            for label, server, port in self.contenders("tftp"):
                 with CpuMeter(server.pid) as meter:
                     fetch = tftp.fetch_one(self.host, port, name, blksize)
                 spent = meter.seconds
@@ -117,10 +148,8 @@ class Bench:
                     raise RuntimeError(f"{label}: TFTP {name}: {fetch.error or fetch.nbytes}")
                 rates[label].append(fetch.nbytes / fetch.seconds / MB)
                 cpu[label].append(spent)
-        self.rows.append(ratio_row(f"TFTP 32 MiB blksize {blksize}", median(rates["htekd"]), median(rates["peer"]),
-                                   "MB/s", at_least=1.0))
-        self.rows.append(ratio_row(f"TFTP 32 MiB blksize {blksize}: server CPU", median(cpu["htekd"]),
-                                   median(cpu["peer"]), "s", at_most=1.0))
+        self.rows.append(ratio_row(f"TFTP 32 MiB blksize {blksize}", medians(rates), "MB/s", at_least=1.0))
+        self.rows.append(ratio_row(f"TFTP 32 MiB blksize {blksize}: server CPU", medians(cpu), "s", at_most=1.0))
 
     def figure_tftp_512(self) -> None:
         self._tftp_firmware(512)
@@ -128,10 +157,13 @@ class Bench:
     def figure_tftp_1468(self) -> None:
         self._tftp_firmware(1468)
 
-    def _storm(self, port: int) -> tftp.Storm:
+    def _storm(self, port: int, expected: dict[str, bytes]) -> tftp.Storm:
+        # Phones come from addresses of their own (which is what spreads them over workers): on
+        # 127.0.0.1 each phone booting at once gets one of 127.0.x.y.
+        sources = [f"127.0.{1 + slot // 250}.{1 + slot % 250}" for slot in range(self.args.parallel)] \
+            if self.host == "127.0.0.1" else None
         storm = tftp.Storm(self.host, port, [list(phone.boot_files()) for phone in self.storm],
-                           parallel=self.args.parallel, blksize=self.args.storm_blksize, keep=True).run()
-        expected = self.expected["tftp"]
+                           parallel=self.args.parallel, blksize=self.args.storm_blksize, keep=True, sources=sources).run()
         for fetch in storm.fetches:
             want = expected.get(fetch.name)
             if want is None:
@@ -143,42 +175,40 @@ class Bench:
         return storm
 
     def figure_storm(self) -> None:
-        totals = {"htekd": [], "peer": []}
-        latencies = {"htekd": [], "peer": []}
-        server_cpu = {"htekd": [], "peer": []}
-        client_cpu = {"htekd": [], "peer": []}
-        peer = self.servers["tftp"]
+        totals, latencies = self.samples("tftp"), self.samples("tftp")
+        server_cpu, client_cpu = self.samples("tftp"), self.samples("tftp")
         for _ in range(self.args.repeat):
-            self.htekd.reload()  # a new snapshot: every configuration is rendered afresh, on demand
-            for label, server, port in (("htekd", self.htekd, self.site.ports["tftp"]), ("peer", peer, peer.port)):
+            for label, server, port in self.contenders("tftp"):
+                if label != "peer":
+                    server.reload()  # a new snapshot: every configuration is rendered afresh, on demand
                 client_before = time.process_time()
                 with CpuMeter(server.pid) as meter:
-                    storm = self._storm(port)
+                    expected = (self.expected_workers if label == "workers" else self.expected)["tftp"]
+                    storm = self._storm(port, expected)
                 client_cpu[label].append(time.process_time() - client_before)
                 server_cpu[label].append(meter.seconds)
                 totals[label].append(storm.seconds)
                 latencies[label].append(p99([fetch.seconds for fetch in storm.fetches]))
         count = f"{len(self.storm):,} phones x 3 files, {self.args.parallel} at once"
-        self.rows.append(ratio_row(f"TFTP storm {count}: total", median(totals["htekd"]), median(totals["peer"]),
-                                   "s", at_most=0.33))
-        self.rows.append(ratio_row("TFTP storm: p99 fetch latency", median(latencies["htekd"]) * 1000,
-                                   median(latencies["peer"]) * 1000, "ms", at_most=1.0))
-        self.rows.append(Row("TFTP storm: server CPU", median(server_cpu["htekd"]), median(server_cpu["peer"]), "s",
-                             "(info)", None, median(server_cpu["htekd"]) / median(server_cpu["peer"])))
-        self.rows.append(Row("TFTP storm: load generator CPU", median(client_cpu["htekd"]), median(client_cpu["peer"]),
-                             "s", "(info)", None))
+        self.rows.append(ratio_row(f"TFTP storm {count}: total", medians(totals), "s", at_most=0.33))
+        self.rows.append(ratio_row("TFTP storm: p99 fetch latency",
+                                   {label: value * 1000 for label, value in medians(latencies).items()}, "ms", at_most=1.0))
+        cpu = medians(server_cpu)
+        self.rows.append(Row("TFTP storm: server CPU", cpu["htekd"], cpu["peer"], "s", "(info)", None,
+                             cpu["htekd"] / cpu["peer"]))
+        generator = medians(client_cpu)
+        self.rows.append(Row("TFTP storm: load generator CPU", generator["htekd"], generator["peer"], "s", "(info)", None))
 
     def figure_http_cfg(self) -> None:
         phone = self.site.phones[0]
         name = f"cfg{phone.mac}.xml"
-        peer = self.servers["http"]
-        rates = {"htekd": [], "peer": []}
+        rates = self.samples("http")
         for _ in range(self.args.repeat):
-            for label, port in (("htekd", self.site.ports["http"]), ("peer", peer.port)):
+            for label, _, port in self.contenders("http"):
                 rates[label].append(httpload.wrk(self.host, port, name, self.args.wrk_seconds, phone.user_agent))
         size = len(self.expected["http"].get(name, b"")) or len(self._http_bytes(name))
-        self.rows.append(ratio_row(f"HTTP cfg<mac>.xml ({size / 1000:.1f} KB), wrk -t2 -c50",
-                                   median(rates["htekd"]), median(rates["peer"]), "req/s", at_least=0.2))
+        self.rows.append(ratio_row(f"HTTP cfg<mac>.xml ({size / 1000:.1f} KB), wrk -t2 -c50", medians(rates), "req/s",
+                                   at_least=0.25))
 
     def _http_bytes(self, name: str) -> bytes:
         from htekd.config import load
@@ -192,13 +222,12 @@ class Bench:
 
     def firmware_rate(self, protocol: str, download) -> None:
         """GB/s of the firmware file from htekd and from the peer, `downloads` in a row each, per repetition."""
-        rates = {"htekd": [], "peer": []}
+        rates = self.samples(protocol)
         for _ in range(self.args.repeat):
-            for label, port in (("htekd", self.site.ports[protocol]), ("peer", self.servers[protocol].port)):
+            for label, _, port in self.contenders(protocol):
                 seconds = download(self.host, port, site_module.FIRMWARE, self.args.downloads)
                 rates[label].append(site_module.FIRMWARE_SIZE * len(seconds) / sum(seconds) / 1e9)
-        self.rows.append(ratio_row(f"{protocol.upper()} firmware 32 MiB", median(rates["htekd"]), median(rates["peer"]),
-                                   "GB/s", at_least=0.9))
+        self.rows.append(ratio_row(f"{protocol.upper()} firmware 32 MiB", medians(rates), "GB/s", at_least=0.9))
 
     def figure_http_parallel(self) -> None:
         pid = self.htekd.pid
@@ -284,8 +313,9 @@ class Bench:
     # -- the report ----------------------------------------------------------------------------
     def report(self) -> str:
         pid = self.htekd.pid
-        headers = ["figure", "htekd", "peer", "ratio", "target", "met?"]
-        table = [headers] + [row.cells() for row in self.rows]
+        headers = ["figure", "htekd", "peer", "ratio", "target", "met?", f"workers={self.args.workers}"]
+        columns = len(headers) if self.workers is not None else len(headers) - 1
+        table = [line[:columns] for line in [headers] + [row.cells() for row in self.rows]]
         widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
         lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |" for line in table]
         lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -326,6 +356,8 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--downloads", type=int, default=20, help="firmware downloads per throughput run (default 20)")
     parser.add_argument("--http-parallel", type=int, default=200, help="parallel HTTP firmware downloads")
     parser.add_argument("--ftp-parallel", type=int, default=20, help="parallel FTP clients")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="workers of a second htekd run next to the first for the speed-up column (1: none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
     args = parser.parse_args(argv)
     args.figures = [f.strip() for f in args.figures.split(",") if f.strip()]
@@ -336,6 +368,8 @@ def parse(argv) -> argparse.Namespace:
         value = getattr(args, name)
         if not 1 <= value <= 100_000:
             parser.error(f"--{name.replace('_', '-')} must be between 1 and 100000")
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be between 1 and 64")
     if not 1 <= args.wrk_seconds <= 600:
         parser.error("--wrk-seconds must be between 1 and 600")
     return args

@@ -189,13 +189,15 @@ def _udp_bound(port: int, timeout: float = 10.0) -> bool:
 class Htekd(Server):
     name = "htekd"
 
-    def __init__(self, site: Site):
+    def __init__(self, site: Site, config: Path | None = None, ports: dict | None = None):
+        """htekd on the site's htekd.conf and ports, or on another `config` (with its `ports`)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
                                                           env.get("PYTHONPATH")]))
         env.pop("NOTIFY_SOCKET", None)
         self.site = site
-        super().__init__([sys.executable, "-m", "htekd", "serve", "-c", str(site.config)],
+        self.ports = ports or site.ports
+        super().__init__([sys.executable, "-m", "htekd", "serve", "-c", str(config or site.config)],
                          lambda server: server.wait_line(lambda line: line == "htekd: ready") is not None,
                          cwd=site.folder, env=env)
 

@@ -86,16 +86,61 @@ def build(folder: Path, host: str, count: int, ports: dict, passive: tuple[int, 
     with open(root / "files" / FIRMWARE, "wb") as handle:
         for _ in range(FIRMWARE_SIZE // (1 << 20)):
             handle.write(os.urandom(1 << 20))
-    (folder / "state").mkdir()
+    write_config(folder / "htekd.conf", folder, host, ports, passive)
+    for path in (folder, *folder.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return Site(folder, host, dict(ports), passive, inventory)
+
+
+def rendered(config: Path, host: str, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
+    """What the htekd of `config` serves each storm phone: {protocol: {name: bytes}} (names it
+    answers "not found" left out). The listener's port is part of the URLs written in."""
+    from htekd.config import load
+    from htekd.resolution import Client
+    from htekd.resolver import Resolver
+
+    resolver = Resolver.from_config(load(config))
+    expected: dict[str, dict[str, bytes]] = {}
+    for protocol in PROTOCOLS:
+        contents = expected.setdefault(protocol, {})
+        for phone in storm:
+            for name in phone.boot_files():
+                if name not in contents:
+                    resolution = resolver.resolve(name, Client(protocol, host, user_agent=phone.user_agent))
+                    if resolution.ok:
+                        contents[name] = resolution.content
+    return expected
+
+
+def prerender(site: Site, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
+    """rendered() for the site's htekd.conf, written under peer/<protocol>/ for the peers (the
+    firmware hard-linked); returns it to check fetches against."""
+    expected = rendered(site.config, site.host, storm)
+    for protocol, contents in expected.items():
+        folder = site.peer_dir(protocol)
+        folder.mkdir(parents=True)
+        os.link(site.firmware, folder / FIRMWARE)
+        for name, content in contents.items():
+            (folder / name).write_bytes(content)
+    for path in (site.folder / "peer", *(site.folder / "peer").rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return expected
+
+
+def write_config(path: Path, folder: Path, host: str, ports: dict, passive: tuple[int, int], workers: int = 1) -> None:
+    """An htekd.conf for the tree under `folder`, with a state folder and request log of its own."""
+    name = path.stem
+    (folder / f"state-{name}").mkdir(exist_ok=True)
     bracketed = f"[{host}]" if ":" in host else host
-    (folder / "htekd.conf").write_text(
+    path.write_text(
         f"""[htekd]
 root = root
-state_dir = state
+state_dir = state-{name}
 server_url = http://{bracketed}:{ports['http']}
 unknown_phones = default
-log = {folder / 'requests.log'}
+log = {folder / f'requests-{name}.log'}
 log_format = text
+workers = {workers}
 
 [tftp]
 enabled = yes
@@ -118,33 +163,3 @@ enabled = no
 [pnp]
 enabled = no
 """, encoding="utf-8")
-    for path in (folder, *folder.rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return Site(folder, host, dict(ports), passive, inventory)
-
-
-def prerender(site: Site, storm: list[Phone]) -> dict[str, dict[str, bytes]]:
-    """What htekd serves each storm phone, per protocol, written under peer/<protocol>/ for the
-    peers (the firmware hard-linked); returns {protocol: {name: bytes}} to check fetches against."""
-    from htekd.config import load
-    from htekd.resolution import Client
-    from htekd.resolver import Resolver
-
-    resolver = Resolver.from_config(load(site.config))
-    expected: dict[str, dict[str, bytes]] = {}
-    for protocol in PROTOCOLS:
-        folder = site.peer_dir(protocol)
-        folder.mkdir(parents=True)
-        os.link(site.firmware, folder / FIRMWARE)
-        contents = expected.setdefault(protocol, {})
-        for phone in storm:
-            for name in phone.boot_files():
-                if name in contents:
-                    continue
-                resolution = resolver.resolve(name, Client(protocol, site.host, user_agent=phone.user_agent))
-                if resolution.ok:
-                    contents[name] = resolution.content
-                    (folder / name).write_bytes(resolution.content)
-    for path in (site.folder / "peer", *(site.folder / "peer").rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return expected

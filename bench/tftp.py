@@ -39,11 +39,11 @@ class _Transfer:
     __slots__ = ("fetch", "sock", "server", "tid", "blksize", "expected", "last", "sent_at", "tries", "keep", "done",
                  "owner")
 
-    def __init__(self, fetch: Fetch, server, blksize: int | None, keep: bool, owner):
+    def __init__(self, fetch: Fetch, server, blksize: int | None, keep: bool, owner, source: str | None = None):
         self.fetch, self.server, self.keep, self.owner = fetch, server, keep, owner
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind((server[0], 0))
+        self.sock.bind((source or server[0], 0))
         self.sock.setblocking(False)
         self.tid = None
         self.blksize = 512
@@ -125,6 +125,7 @@ class Storm:
     timeout: float = 1.0  # seconds before a packet is sent again
     retries: int = 5
     deadline: float = 300.0  # seconds for the whole storm
+    sources: list | None = None  # an address of its own for each phone booting at once (else the host's)
     fetches: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -141,7 +142,8 @@ class Storm:
         def start(names: list, owner: int) -> None:
             fetch = Fetch(names.pop(0))
             self.fetches.append(fetch)
-            transfer = _Transfer(fetch, server, self.blksize, self.keep, owner)
+            source = self.sources[owner % len(self.sources)] if self.sources else None
+            transfer = _Transfer(fetch, server, self.blksize, self.keep, owner, source)
             active[transfer.sock.fileno()] = transfer
             queues[transfer.sock.fileno()] = names
             selector.register(transfer.sock, selectors.EVENT_READ, transfer)

@@ -6,6 +6,7 @@ import ast
 import configparser
 import hashlib
 import ipaddress
+import os
 import re
 import unicodedata
 import urllib.parse
@@ -102,6 +103,9 @@ class ServerConfig:
     aes_key_in_model_file: bool = False  # bootstrap: hand aes_key to phones in clear in cfg<devcode>.xml
     secret_parameters: frozenset = frozenset()  # P-codes secret beyond those the catalog and their names make so
     timezone: str = ""  # IANA zone for every phone's P64 unless phones.csv or a layer says otherwise
+    state: str = "sqlite"  # "sqlite" (in state_dir) or a postgresql:// URL shared by several servers
+    watch: bool = False  # reload by itself when something under root changes
+    workers: int = 1  # processes serving the same ports ("auto": one per CPU this process may use)
 
     @property
     def path_prefix(self) -> str:
@@ -251,7 +255,8 @@ class Config:
 
 SECTIONS = {  # section -> its keys: every key htekd.conf may hold
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
-              "aes_key_in_model_file", "secret_parameters", "timezone"},
+              "aes_key_in_model_file", "secret_parameters", "timezone", "state", "watch",
+              "workers"},
     "tftp": {"enabled", "listen", "timeout", "retries", "max_transfers"},
     "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout",
             "connections_per_address"},
@@ -422,6 +427,9 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         aes_key_in_model_file=read.boolean("htekd", "aes_key_in_model_file", False),
         secret_parameters=_secret_parameters(read),
         timezone=read.get("htekd", "timezone", ""),
+        state=_state(read),
+        watch=read.boolean("htekd", "watch", False),
+        workers=_workers(read),
     )
     if server.timezone:
         from htekd.timezones import UnknownZone, standard_offset
@@ -554,6 +562,31 @@ def _pnp(read: _Reader) -> PnpConfig:
         rate=read.number("pnp", "rate", 10.0, 0.1, 1000.0),
         burst=read.number("pnp", "burst", 20, 1, 1000, int),
     )
+
+
+def _workers(read: _Reader) -> int:
+    if read.get("htekd", "workers", "1").lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return read.number("htekd", "workers", 1, 1, 64, int)
+
+
+def _state(read: _Reader) -> str:
+    """"sqlite", or a PostgreSQL URL that psycopg takes (checked here, so serve and phones agree)."""
+    from htekd.store import is_postgresql
+
+    state = read.get("htekd", "state", "sqlite")
+    if state == "sqlite":
+        return state
+    if not is_postgresql(state):
+        raise read.error("htekd", "state", "expected sqlite or a URL such as postgresql://htekd@db.example/htekd")
+    try:
+        from htekd.store.postgresql import problem
+    except ImportError:
+        raise read.error("htekd", "state", "PostgreSQL needs the psycopg package (pip install 'psycopg[binary]')") from None
+    why = problem(state)
+    if why:
+        raise read.error("htekd", "state", f"not a PostgreSQL URL: {why}")
+    return state
 
 
 def _secret_parameters(read: _Reader) -> frozenset:

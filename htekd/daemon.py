@@ -14,12 +14,14 @@ import socket
 import time
 from pathlib import Path
 
+from htekd import reuseport
 from htekd.events import say
 from htekd.config import Config, ConfigError, load
 from htekd.listeners import ListenError
 from htekd.requestlog import RequestLog
 from htekd.resolver import Resolver
-from htekd.state import PhoneStore, StateError, read as read_phones_seen
+from htekd.state import PhoneStore, StateError
+from htekd.store import open_database, read as read_phones_seen
 from htekd.tree import TreeError
 
 LISTENERS = ("tftp", "ftp", "http", "https")
@@ -107,6 +109,8 @@ class Daemon:
     reactor: object
     ports: list = dataclasses.field(default_factory=list)  # IListeningPort of TFTP, HTTP, HTTPS
     ftp: object = None  # FtpListener
+    watcher: object = None  # htekd.watch.RootWatcher while [htekd] watch = yes
+    worker: object = None  # htekd.workers.Worker in a daemon of several processes, else None
     reloading: bool = False
     reload_again: bool = False
 
@@ -126,7 +130,7 @@ class Daemon:
                 self.ports += http.listen(self.reactor, config.http, self.resolver, self.log, tls=False)
             if config.https.enabled:
                 self.ports += http.listen(self.reactor, config.https, self.resolver, self.log, tls=True)
-            if config.pnp.enabled:
+            if config.pnp.enabled and self.primary:
                 pnp = config.pnp
                 options = sip.PnpOptions(interface=pnp.interface, port=pnp.port, vendors=pnp.vendors, ouis=pnp.ouis,
                                          rate=pnp.rate, burst=pnp.burst)
@@ -136,6 +140,12 @@ class Daemon:
             self.stop_listeners_now()
             raise
 
+    @property
+    def primary(self) -> bool:
+        """Alone, or the first of several workers: the one that answers SIP PnP (multicast reaches
+        every process on the port) and watches the root."""
+        return self.worker is None or self.worker.first
+
     def stop_listeners_now(self) -> None:
         for port in self.ports:
             port.stopListening()
@@ -144,13 +154,28 @@ class Daemon:
             self.ftp.stop()
             self.ftp = None
 
+    def follow_root(self) -> None:
+        """Reactor thread: watch the root of the configuration in force, if it says watch = yes."""
+        server = self.config.server
+        wanted = server.root if server.watch and self.primary else None
+        if self.watcher is not None and self.watcher.root != wanted:
+            self.watcher.stop()
+            self.watcher = None
+        if wanted is not None and self.watcher is None:
+            from htekd.watch import RootWatcher
+
+            log = () if server.log == "-" else (Path(server.log),)
+            # A worker leaves the reload to the main process, which reloads every worker.
+            settled = self.request_reload if self.worker is None else self.worker.ask_reload
+            self.watcher = RootWatcher(self.reactor, wanted, settled, ignored=(server.state_dir, *log))
+
     def announce(self) -> None:
         for protocol in LISTENERS:
             section = getattr(self.config, protocol)
             if section.enabled:
                 for address in section.listen:
                     say(f"listening {protocol} {address}")
-        if self.config.pnp.enabled:
+        if self.config.pnp.enabled and self.primary:
             say(f"listening pnp 224.0.1.75:{self.config.pnp.port} on {self.config.pnp.interface}")
         say("ready")
         notify_systemd("READY=1", f"STATUS=serving {self.config.server.root}")
@@ -182,8 +207,8 @@ class Daemon:
         self.store.inventory = frozenset(self.resolver.snapshot.phones)
         _settle_memory()
         restart = [f"[{name}]" for name in RESTART_SECTIONS if getattr(config, name) != getattr(self.config, name)]
-        if config.server.state_dir != self.config.server.state_dir:
-            restart.append("[htekd] state_dir")
+        restart += [f"[htekd] {key}" for key in ("state_dir", "state", "workers")
+                    if getattr(config.server, key) != getattr(self.config.server, key)]
         # Listener settings stay as started; keep comparing against those until a restart.
         self.config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in RESTART_SECTIONS})
         if restart:
@@ -206,6 +231,7 @@ class Daemon:
 
     def _reloaded(self, message: str) -> None:
         say(message)
+        self.follow_root()
         notify_systemd("READY=1", f"STATUS={message}")
         self.reloading = False
         if self.reload_again:
@@ -220,6 +246,9 @@ class Daemon:
 
         notify_systemd("STOPPING=1")
         say("stopping")
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         waits = [port.stopListening() for port in self.ports]
         self.ports = []
         if self.ftp is not None:
@@ -233,8 +262,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def serve(config_path: Path | str) -> int:
+    from htekd import workers
+
     try:
         config = load(config_path)
+        worker = workers.this_worker()
+        if worker is None and config.server.workers > 1:
+            return workers.supervise(config)  # the workers load the tree; this process only watches them
+        if worker is not None:
+            reuseport.workers = worker.count
         resolver = Resolver.from_config(config)
     except (ConfigError, TreeError) as exc:
         say(_one_line(exc))
@@ -248,21 +284,24 @@ def serve(config_path: Path | str) -> int:
     log.secrets = _secrets(config, resolver)
     _settle_memory()
     try:
-        store = PhoneStore(config.server.state_dir)
+        store = PhoneStore(open_database(config.server))
     except StateError as exc:
         log.close()
         say(str(exc))
         return 1
     store.inventory = frozenset(resolver.snapshot.phones)
     # Where phones completed transfers of their own file before this start (confirmed addresses only).
-    resolver.remember_homes({phone.mac: phone.address for phone in read_phones_seen(config.server.state_dir)[0]})
+    try:
+        resolver.remember_homes({phone.mac: phone.address for phone in read_phones_seen(config.server)[0]})
+    except StateError:
+        pass  # a database away at start: the writer says so once; phones are learned again as they fetch
     log.observers += [store.observe, resolver.observe]
 
     from twisted.internet import reactor
 
     log.flush_each_turn(lambda flush: reactor.callLater(0, flush))
     _log_twisted_problems()
-    daemon = Daemon(config, resolver, log, store, reactor)
+    daemon = Daemon(config, resolver, log, store, reactor, worker=worker)
     # Installed before binding so an early SIGHUP queues a reload instead of killing the process.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.request_reload))
     try:
@@ -271,7 +310,10 @@ def serve(config_path: Path | str) -> int:
         say(_one_line(exc) if isinstance(exc, ListenError) else f"cannot start listeners: {_one_line(exc)}")
         _close(store, log)
         return 1
+    for port in daemon.ports:
+        reuseport.attach(port.socket)
 
+    daemon.follow_root()
     reactor.addSystemEventTrigger("before", "shutdown", daemon.shutting_down)
     reactor.callWhenRunning(daemon.announce)
     reactor.run()

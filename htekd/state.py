@@ -1,34 +1,36 @@
-"""Phones seen and learned device codes, kept in SQLite in the state folder across restarts.
+"""Phones seen and learned device codes, kept across restarts in the state store.
 
 The daemon feeds PhoneStore.observe from the request log; a writer thread batches the rows so a
-request never waits for the disk, nor wakes the writer: it only appends to a deque. Readers (`htekd phones`) open the database read-only, which
-WAL mode allows while the daemon writes.
+request never waits for the database, nor wakes the writer: it only appends to a deque. The
+database is one of htekd.store's (SQLite in the state folder, or PostgreSQL shared by several
+servers); the SQL here is written once for both. While the database cannot be written, rows wait
+merged per phone and the writer tries again, so phones are served all the same.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 from htekd.events import say
 from htekd.requestlog import RequestRecord
 from htekd.resolution import Client
 
-DATABASE = "phones.sqlite"
 # Rows waiting for the writer; beyond this (a disk that stalls for minutes) new rows are dropped.
 QUEUE_LIMIT = 100_000
 # After the first row of a burst the writer waits this long, so the burst becomes one transaction.
 BATCH_WINDOW = 0.2
+# While the database cannot be written, the writer tries again this often.
+RETRY_INTERVAL = 2.0
+# A stopping daemon waits this long for the last write (a database that does not answer).
+CLOSE_TIMEOUT = 10.0
 # Rows kept for MACs outside the inventory (anyone can name any MAC); the least recently seen go first.
 MAX_OTHER_PHONES = 10_000
 # What a phone's address is learned from: a transfer of its own file, completed, from a client that
 # showed it receives at that address. Anything else (a firmware fetch naming a MAC in its User-Agent,
 # a PnP SUBSCRIBE, a UDP request never acknowledged) could come from someone else.
 OWN_FILES = ("phone-config", "unknown-phone")
-ADDRESSES_CONFIRMED = 1  # the database's user_version from which addresses come only from such transfers
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phones (
@@ -40,43 +42,64 @@ CREATE TABLE IF NOT EXISTS phones (
     protocol TEXT,
     last_file TEXT,
     outcome TEXT,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 0
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    requests BIGINT NOT NULL DEFAULT 0,
+    known INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS devcodes (
     devcode TEXT PRIMARY KEY,
     model TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL
 );
 """
 
-# Facts a request did not carry keep their last known value.
+# SQL that SQLite and PostgreSQL both run (parameters as :name). Facts a request did not carry
+# keep their last known value; several servers may write one phone, so the times only widen.
 UPSERT_PHONE = """
 INSERT INTO phones (mac, model, devcode, firmware, address, protocol, last_file, outcome,
-                    first_seen, last_seen, requests)
-VALUES (:mac, :model, :devcode, :firmware, :address, :protocol, :name, :outcome, :first, :time, :requests)
+                    first_seen, last_seen, requests, known)
+VALUES (:mac, :model, :devcode, :firmware, :address, :protocol, :name, :outcome, :first, :time, :requests, :known)
 ON CONFLICT (mac) DO UPDATE SET
-    model = COALESCE(excluded.model, model),
-    devcode = COALESCE(excluded.devcode, devcode),
-    firmware = COALESCE(excluded.firmware, firmware),
-    address = COALESCE(excluded.address, address),
+    model = COALESCE(excluded.model, phones.model),
+    devcode = COALESCE(excluded.devcode, phones.devcode),
+    firmware = COALESCE(excluded.firmware, phones.firmware),
+    address = COALESCE(excluded.address, phones.address),
+    known = excluded.known,
     protocol = excluded.protocol,
     last_file = excluded.last_file,
     outcome = excluded.outcome,
-    last_seen = MAX(last_seen, excluded.last_seen),
-    requests = requests + excluded.requests
+    first_seen = CASE WHEN excluded.first_seen < phones.first_seen THEN excluded.first_seen ELSE phones.first_seen END,
+    last_seen = CASE WHEN excluded.last_seen > phones.last_seen THEN excluded.last_seen ELSE phones.last_seen END,
+    requests = phones.requests + excluded.requests
 """
 
 UPSERT_DEVCODE = """
 INSERT INTO devcodes (devcode, model, first_seen, last_seen) VALUES (:devcode, :model, :first, :time)
-ON CONFLICT (devcode) DO UPDATE SET model = excluded.model, last_seen = MAX(last_seen, excluded.last_seen)
+ON CONFLICT (devcode) DO UPDATE SET model = excluded.model,
+    last_seen = CASE WHEN excluded.last_seen > devcodes.last_seen THEN excluded.last_seen ELSE devcodes.last_seen END
 """
+
+SELECT_PHONES = """
+SELECT mac, model, devcode, firmware, address, protocol, last_file, outcome, first_seen, last_seen, requests
+FROM phones ORDER BY last_seen DESC, mac
+"""
+SELECT_DEVCODES = "SELECT devcode, model, first_seen, last_seen FROM devcodes ORDER BY devcode"
+# Rows of MACs outside the inventory seen before the one at :oldest_kept (0 = the newest); ties stay.
+TRIM_OTHER_PHONES = """
+DELETE FROM phones WHERE known = 0 AND last_seen < (
+    SELECT last_seen FROM phones WHERE known = 0 ORDER BY last_seen DESC LIMIT 1 OFFSET :oldest_kept)
+"""
+
 
 
 class StateError(Exception):
     """The state folder or database cannot be used; str() is one line naming the path."""
+
+
+class Unavailable(Exception):
+    """The database cannot be written now (down, unreachable, disk full); str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -102,50 +125,31 @@ class LearnedDevcode:
     last_seen: float
 
 
-def database_path(state_dir: Path) -> Path:
-    return Path(state_dir) / DATABASE
-
-
-TRIM_OTHER_PHONES = """
-DELETE FROM phones WHERE mac IN (
-    SELECT mac FROM phones WHERE mac NOT IN (SELECT mac FROM temp.inventory)
-    ORDER BY last_seen DESC LIMIT -1 OFFSET ?)
-"""
-
-
 class PhoneStore:
     """The daemon's writer: observe() queues, a thread commits in batches, close() flushes.
+
+    `database` is an htekd.store database: open() creates the tables (StateError: cannot start;
+    Unavailable: start anyway and write once it is back), write(phones, devcodes, keep_others)
+    commits one batch, keeping at most `keep_others` rows of MACs outside the inventory (None: no
+    trim needed), or raises Unavailable; close() lets it go; `where` names it without a password.
 
     `inventory` (the MACs of phones.csv, set by the daemon) decides which rows are bounded: only
     confirmed requests make rows for other MACs, and at most MAX_OTHER_PHONES are kept."""
 
-    def __init__(self, state_dir: Path):
-        self.path = database_path(state_dir)
-        try:
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"cannot create state folder {state_dir}: {exc.strerror}") from None
-        try:
-            connection = sqlite3.connect(self.path, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(SCHEMA)
-            if connection.execute("PRAGMA user_version").fetchone()[0] < ADDRESSES_CONFIRMED:
-                # Addresses written before were taken from any request, a forged one included.
-                with connection:
-                    connection.execute("UPDATE phones SET address = NULL")
-                    connection.execute(f"PRAGMA user_version = {ADDRESSES_CONFIRMED}")
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open {self.path}: {exc}") from None
-        self._connection = connection
+    def __init__(self, database):
+        self.database = database
         self._rows: deque[dict] = deque()  # append and popleft are atomic: no lock on the request path
+        self._unwritten: list[dict] = []  # merged rows the database refused, tried again first
         self._pending = threading.Event()  # set by the first row after the writer took the last batch
         self._closing = threading.Event()
         self._dropped = 0
         self._failing = False
         self.inventory: frozenset[str] = frozenset()
-        self._inventory_written: frozenset[str] | None = None  # what temp.inventory holds
         self.max_other_phones = MAX_OTHER_PHONES
+        try:
+            database.open()
+        except Unavailable as exc:
+            self._unreachable(exc)
         self._writer = threading.Thread(target=self._write_loop, name="htekd-state", daemon=True)
         self._writer.start()
 
@@ -153,7 +157,8 @@ class PhoneStore:
         """RequestLog observer: remembers the phone behind a request. Never blocks, never raises."""
         if not record.mac and not (record.devcode and record.model):
             return
-        if record.mac and not record.confirmed and record.mac not in self.inventory:
+        known = record.mac in self.inventory
+        if record.mac and not record.confirmed and not known:
             return  # a forged UDP request would make a row for every MAC it names
         if len(self._rows) >= QUEUE_LIMIT:
             self._dropped += 1
@@ -171,6 +176,7 @@ class PhoneStore:
             "first": record.time,
             "time": record.time,
             "requests": 1,
+            "known": int(known),
         })
         if not self._pending.is_set():
             self._pending.set()
@@ -179,15 +185,20 @@ class PhoneStore:
         """Write what is queued and close the database."""
         self._closing.set()
         self._pending.set()
-        self._writer.join()
-        self._connection.close()
+        self._writer.join(CLOSE_TIMEOUT)
+        if self._writer.is_alive():
+            say(f"phones seen: {self.database.where} does not answer; the last requests are not recorded")
+            return
+        if self._unwritten:
+            say(f"phones seen: {len(self._unwritten)} rows not written, {self.database.where} unavailable")
+        self.database.close()
 
     def _write_loop(self) -> None:
         while True:
-            self._pending.wait()
+            self._pending.wait(RETRY_INTERVAL if self._failing else None)
             self._closing.wait(BATCH_WINDOW)  # gather the rest of the burst (at once when closing)
             self._pending.clear()  # before taking the rows: one appended from now on sets it again
-            rows = []
+            rows, self._unwritten = self._unwritten, []
             while self._rows:
                 rows.append(self._rows.popleft())
             if rows:
@@ -216,56 +227,28 @@ class PhoneStore:
         return list(merged.values())
 
     def _commit(self, rows: list[dict]) -> None:
+        phones = self._merged(rows, "mac")
+        devcodes = self._merged([row for row in rows if row["model"]], "devcode")
+        inventory = self.inventory
+        others = any(row["mac"] and row["mac"] not in inventory for row in rows)
         try:
-            with self._connection:
-                self._connection.executemany(UPSERT_PHONE, self._merged(rows, "mac"))
-                self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
-                inventory = self.inventory
-                if any(row["mac"] and row["mac"] not in inventory for row in rows):
-                    self._trim_other_phones(inventory)
-        except sqlite3.Error as exc:
-            self._inventory_written = None  # rolled back with the rest
-            if not self._failing:
-                say(f"phones seen: cannot write {self.path}: {exc}")
-            self._failing = True
+            self.database.write(phones, devcodes, self.max_other_phones if others else None)
+        except Unavailable as exc:
+            self._unreachable(exc)
+            # Kept merged (one row per phone, and per code seen without a phone) within the queue's bound.
+            kept = phones + [row for row in devcodes if not row["mac"]]
+            self._dropped += max(0, len(kept) - QUEUE_LIMIT)
+            self._unwritten = kept[:QUEUE_LIMIT]
             return
         if self._failing:
-            say(f"phones seen: writing {self.path} again")
+            say(f"phones seen: writing {self.database.where} again")
         self._failing = False
         if self._dropped:
             say(f"phones seen: {self._dropped} requests not recorded (writer too slow)")
             self._dropped = 0
 
-    def _trim_other_phones(self, inventory: frozenset[str]) -> None:
-        """Inside the writer's transaction: keep the MAX_OTHER_PHONES most recent rows outside `inventory`."""
-        connection = self._connection
-        if inventory is not self._inventory_written:
-            connection.execute("CREATE TEMP TABLE IF NOT EXISTS inventory (mac TEXT PRIMARY KEY)")
-            connection.execute("DELETE FROM temp.inventory")
-            connection.executemany("INSERT INTO temp.inventory VALUES (?)", ((mac,) for mac in inventory))
-            self._inventory_written = inventory
-        connection.execute(TRIM_OTHER_PHONES, (self.max_other_phones,))
-
-
-def read(state_dir: Path) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
-    """Phones seen (most recent first) and learned device codes, from a read-only connection.
-
-    Raises StateError when there is a database that cannot be read; no database means nothing seen."""
-    path = database_path(state_dir)
-    if not path.exists():
-        return [], []
-    try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            phones = [PhoneSeen(*row) for row in connection.execute(
-                "SELECT mac, model, devcode, firmware, address, protocol, last_file, outcome,"
-                " first_seen, last_seen, requests FROM phones ORDER BY last_seen DESC, mac"
-            )]
-            devcodes = [LearnedDevcode(*row) for row in connection.execute(
-                "SELECT devcode, model, first_seen, last_seen FROM devcodes ORDER BY devcode"
-            )]
-        finally:
-            connection.close()
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot read {path}: {exc}") from None
-    return phones, devcodes
+    def _unreachable(self, exc: Unavailable) -> None:
+        """One line when the database goes away, none while it stays away."""
+        if not self._failing:
+            say(f"phones seen: cannot write {self.database.where}: {exc}; serving on, writing again when it is back")
+        self._failing = True

@@ -249,6 +249,12 @@ def test_sighup_reopens_the_request_log(daemon, site):
 
 # -- systemd notification ------------------------------------------------------------------------
 
+def notification(listener: socket.socket) -> dict[str, str]:
+    """The next sd_notify datagram, as its fields."""
+    fields = listener.recv(4096).decode().split("\n")
+    return dict(field.split("=", 1) for field in fields)
+
+
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
 def test_notify_socket_gets_ready_reloading_stopping(daemon, tmp_path, abstract):
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
@@ -260,22 +266,17 @@ def test_notify_socket_gets_ready_reloading_stopping(daemon, tmp_path, abstract)
             address = str(tmp_path / "notify.sock")
             listener.bind(address)
         listener.settimeout(10)
-
-        def next_message() -> dict[str, str]:
-            fields = listener.recv(4096).decode().split("\n")
-            return dict(field.split("=", 1) for field in fields)
-
         running = daemon(env={"NOTIFY_SOCKET": address})
-        assert next_message()["READY"] == "1"
+        assert notification(listener)["READY"] == "1"
 
         running.reload()
-        reloading = next_message()
+        reloading = notification(listener)
         assert reloading["RELOADING"] == "1"
         assert abs(int(reloading["MONOTONIC_USEC"]) - time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000) < 30e6
-        assert next_message()["READY"] == "1"
+        assert notification(listener)["READY"] == "1"
 
         running.proc.send_signal(signal.SIGTERM)
-        assert next_message()["STOPPING"] == "1"
+        assert notification(listener)["STOPPING"] == "1"
         assert running.wait_exit() == 0
 
 

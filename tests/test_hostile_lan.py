@@ -214,9 +214,10 @@ def test_a_tftp_scanner_that_acknowledges_is_throttled_on_every_protocol(daemon)
 def test_the_phones_seen_keep_a_bounded_number_of_macs_outside_the_inventory(tmp_path: Path):
     from htekd.requestlog import RequestRecord
     from htekd.resolution import Client
-    from htekd.state import PhoneStore, read
+    from htekd.state import PhoneStore
+    from htekd.store.sqlite import SqliteDatabase
 
-    store = PhoneStore(tmp_path)
+    store = PhoneStore(SqliteDatabase(tmp_path))
     store.inventory = frozenset({PHONE_MAC})
     store.max_other_phones = 50
     client = Client("http", "192.0.2.9")
@@ -229,7 +230,7 @@ def test_the_phones_seen_keep_a_bounded_number_of_macs_outside_the_inventory(tmp
     for n in range(3000):
         store.observe(record(f"001fc1{n:06x}", 2.0 + n, confirmed=n % 2 == 0), client)
     store.close()
-    phones, _ = read(tmp_path)
+    phones, _ = SqliteDatabase(tmp_path).read()
     macs = {phone.mac for phone in phones}
     assert PHONE_MAC in macs and len(macs) == 51
     assert "001fc1000bb6" in macs and "001fc1000bb7" not in macs  # the latest confirmed are kept
@@ -298,23 +299,26 @@ def test_addresses_recorded_before_they_had_to_be_confirmed_are_forgotten(tmp_pa
 
     from htekd.requestlog import RequestRecord
     from htekd.resolution import Client
-    from htekd.state import SCHEMA, PhoneStore, read
+    from htekd.state import PhoneStore
+    from htekd.store.sqlite import SqliteDatabase
 
-    old = sqlite3.connect(tmp_path / "phones.sqlite")
-    old.executescript(SCHEMA)
+    old = sqlite3.connect(tmp_path / "phones.sqlite")  # as htekd wrote it before, no column `known`
+    old.execute("CREATE TABLE phones (mac TEXT PRIMARY KEY, model TEXT, devcode TEXT, firmware TEXT, address TEXT, "
+                "protocol TEXT, last_file TEXT, outcome TEXT, first_seen REAL NOT NULL, last_seen REAL NOT NULL, "
+                "requests INTEGER NOT NULL DEFAULT 0)")
     old.execute("INSERT INTO phones (mac, address, first_seen, last_seen) VALUES (?, '192.0.2.66', 1, 1)", (PHONE_MAC,))
     old.commit()
     old.close()
-    store = PhoneStore(tmp_path)
-    store.close()
-    [phone], _ = read(tmp_path)
+    database = SqliteDatabase(tmp_path)
+    PhoneStore(database).close()
+    [phone], _ = database.read()
     assert phone.mac == PHONE_MAC and phone.address is None  # a forged request may have written it
-    store = PhoneStore(tmp_path)
+    store = PhoneStore(SqliteDatabase(tmp_path))
     store.observe(RequestRecord(2.0, "http", "192.0.2.5", 4000, f"cfg{PHONE_MAC}.xml", "phone-config", "ok", 100, 0.01,
                                 mac=PHONE_MAC), Client("http", "192.0.2.5"))
     store.close()
-    PhoneStore(tmp_path).close()  # once only: an address learned since stays
-    [phone], _ = read(tmp_path)
+    PhoneStore(SqliteDatabase(tmp_path)).close()  # once only: an address learned since stays
+    [phone], _ = database.read()
     assert phone.address == "192.0.2.5"
 
 

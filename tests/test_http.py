@@ -306,6 +306,30 @@ def test_client_gone_midway_gives_one_failed_line(daemon, tmp_path):
     assert str(huge) not in open_files  # the file was closed
 
 
+@pytest.mark.parametrize("protocol", ["http", "https"])  # sendfile(), and reads through TLS
+def test_a_file_cut_short_while_it_is_sent_fails_that_download_only(daemon, tmp_path, protocol):
+    d = daemon()
+    huge = d.root / "files" / "huge.bin"
+    with open(huge, "wb") as handle:
+        handle.truncate(HUGE_SIZE)
+    target = tmp_path / "huge.bin"
+    download = subprocess.Popen(["curl", "-sS", "-k", "--limit-rate", "2M", "-o", str(target), d.url(protocol, "huge.bin")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not (target.exists() and target.stat().st_size > 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.truncate(huge, 0)  # overwritten in place, which the README warns against
+        # curl: 18 transfer closed with data outstanding (HTTP), 56 connection cut under TLS (HTTPS)
+        assert download.wait(30) == (18 if protocol == "http" else 56)
+    finally:
+        download.kill()
+        download.wait()
+    line = log_line(d, "/huge.bin", protocol=protocol, outcome="failed")
+    assert 0 < int(re.search(r"bytes=(\d+)", line)[1]) < HUGE_SIZE
+    assert curl("-k", "-o", "/dev/null", "-w", "%{http_code}", d.url(protocol, "cfg0012.xml")).stdout == b"200"
+
+
 RAISING_RESOLVER = """
 import sys
 from twisted.internet import reactor

@@ -242,8 +242,9 @@ def _seen(state_dir: Path, mac: str, address: str, model: str) -> None:
     from htekd.requestlog import RequestRecord
     from htekd.resolution import Client
     from htekd.state import PhoneStore
+    from htekd.store.sqlite import SqliteDatabase
 
-    store = PhoneStore(state_dir)
+    store = PhoneStore(SqliteDatabase(state_dir))
     store.observe(RequestRecord(time.time(), "http", address, 40000, f"cfg{mac}.xml", "phone-config", "ok", 10, 0.01,
                                 mac=mac, model=model), Client("http", address))
     store.close()

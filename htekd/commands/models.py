@@ -18,13 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def learned_devcodes(config) -> dict[str, str]:
-    """model -> device code the daemon learned from phones' own requests (state_dir)."""
-    from htekd.state import StateError, read
+    """model -> device code the daemon learned from phones' own requests (the state store)."""
+    from htekd.state import StateError
+    from htekd.store import is_postgresql, read
 
-    if config is None or not config.server.state_dir.is_dir():
+    if config is None or not (is_postgresql(config.server.state) or config.server.state_dir.is_dir()):
         return {}
     try:
-        _, devcodes = read(config.server.state_dir)
+        _, devcodes = read(config.server)
     except StateError as exc:
         raise CommandError(str(exc)) from None
     return {row.model: row.devcode for row in devcodes if row.model}

@@ -157,10 +157,11 @@ def select_targets(args: argparse.Namespace, config: Config | None) -> list[Targ
 
 
 def _phones_seen(config: Config) -> dict:
-    from htekd.state import StateError, read
+    from htekd.state import StateError
+    from htekd.store import read
 
     try:
-        phones, _ = read(config.server.state_dir)
+        phones, _ = read(config.server)
     except StateError as exc:
         raise CommandError(str(exc)) from None
     return {phone.mac: phone for phone in phones}

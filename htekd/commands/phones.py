@@ -1,4 +1,5 @@
-"""`htekd phones`: the phones the daemon has seen, from its state folder (safe while it runs)."""
+"""`htekd phones`: the phones seen, from the state store (safe while the daemon runs; with a shared
+PostgreSQL store, what every server saw)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import time
 from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument, load_config
 from htekd.escape import shown
-from htekd.state import StateError, read
+from htekd.state import StateError
+from htekd.store import is_postgresql, read
 
 
 PHONE_COLUMNS = (
@@ -33,12 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if not config.server.state_dir.is_dir():
+    if not is_postgresql(config.server.state) and not config.server.state_dir.is_dir():
         # An empty table would say "no phone asked yet" when the truth is "not the daemon's state".
         raise CommandError(f"state folder {config.server.state_dir} does not exist ([htekd] state_dir of "
                            f"{config.source}): has htekd serve run with this configuration?")
     try:
-        phones, devcodes = read(config.server.state_dir)
+        phones, devcodes = read(config.server)
     except StateError as exc:
         raise CommandError(str(exc)) from None
     rows, columns = (devcodes, DEVCODE_COLUMNS) if args.devcodes else (phones, PHONE_COLUMNS)

@@ -17,6 +17,8 @@ from htekd.events import say
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 RETRY_AFTER = 0.5  # seconds a listener waits before it tries again after a resource error
 
+from htekd import reuseport
+
 
 class ListenError(Exception):
     """A listener could not bind one of its addresses; str() names both."""
@@ -31,6 +33,7 @@ class IPv6Only:
 
     def createInternetSocket(self):
         sock = super().createInternetSocket()
+        reuseport.allow(sock)
         if self.addressFamily == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         return sock

@@ -24,6 +24,7 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.ioloop import AsyncChat, IOLoop
 from pyftpdlib.servers import FTPServer
 
+from htekd import reuseport
 from htekd.config import ha1, login_ha1
 from htekd.escape import quoted
 from htekd.events import say
@@ -462,6 +463,7 @@ def _bind(address) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reuseport.allow(sock)
         if family == socket.AF_INET6:
             # "[::]:21" is IPv6 only, so "0.0.0.0:21 [::]:21" can both be listed.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -518,6 +520,8 @@ class FtpListener:
         handler = self._handler_class()
         self._servers = [_Server(sock, handler, self._ioloop, f"ftp {address}")
                          for sock, address in zip(sockets, self.config.listen)]
+        for sock in sockets:
+            reuseport.attach(sock)
         self._bell, inside = socket.socketpair()
         _Doorbell(inside, self._ioloop, self._ioloop.close)  # what FTPServer.close_all() does
         self._thread = threading.Thread(target=self._serve, name="htekd-ftp", daemon=True)

@@ -2,8 +2,8 @@
 
 The request path is percent-decoded once and decoded as UTF-8 (bytes that are not UTF-8 become
 surrogate escapes, as Python does for file names); the resolver gets that name as is and does
-all normalising and policy. Generated files are written in one piece; files are streamed in
-chunks, never read whole. Single byte ranges are honoured; a request for several ranges gets the
+all normalising and policy. Generated files are written in one piece; files are sent with
+sendfile() over plain HTTP, and streamed in chunks over HTTPS, never read whole. Single byte ranges are honoured; a request for several ranges gets the
 whole file (200), which RFC 9110 allows.
 
 With a user and password in the section, every request must log in first, with Basic (RFC 7617)
@@ -33,12 +33,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
+from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
 from htekd.config import LOGIN_REALM as REALM, login_ha1
 from htekd.escape import quoted
 from htekd.events import say
 from htekd.listeners import ConnectionsPerAddress, ListenError, SurvivesShortage, shortage_of
+from htekd.listeners.sendfile import SendfileConnection
 from htekd.resolution import Client, Kind, Resolution, Status
 
 # Bytes read from a file per write. Large enough that a 32 MiB firmware takes few reactor turns,
@@ -132,7 +134,9 @@ def tls_options(config, address):
 
 
 class _Port(SurvivesShortage, tcp.Port):
-    """A TCP listening port."""
+    """A TCP listening port; its connections can sendfile() (used where no TLS is in between)."""
+
+    transport = SendfileConnection
 
 
 class _Channel(http.HTTPChannel):
@@ -378,6 +382,8 @@ class _Exchange:
             self.nbytes = end - start
             request.write(resolution.content[start:end])
             request.finish()
+        elif isinstance(_connection(request), SendfileConnection):
+            _SentFile(self, reader, start, end - start).start()
         else:
             _FileBody(self, reader, start, end - start).start()
 
@@ -602,6 +608,43 @@ class _FileBody:
 
     def _stalled(self):
         self.request.transport.abortConnection()
+
+
+class _SentFile:
+    """Sends [start, start+length) of an open file with sendfile() after the headers. A client that
+    takes no data for the timeout is cut off, as with _FileBody."""
+
+    def __init__(self, exchange: _Exchange, reader: BinaryIO, start: int, length: int):
+        self.exchange, self.reader, self.start_at, self.length = exchange, reader, start, length
+        self.request = exchange.request
+        self.timeout = exchange.resource.timeout
+        self.watchdog = None
+
+    def start(self):
+        self.request.write(b"")  # the headers, buffered ahead of the file
+        self.watchdog = self.exchange.resource.reactor.callLater(self.timeout, self._stalled)
+        _connection(self.request).send_file(self.reader.fileno(), self.start_at, self.length, self._sent, self._done)
+
+    def _sent(self, count: int):
+        self.exchange.nbytes += count
+        self.watchdog.reset(self.timeout)
+
+    def _done(self, reason):
+        """At the end, or with the connection lost (the request's own errback logs it as failed)."""
+        if self.watchdog.active():
+            self.watchdog.cancel()
+        self.reader.close()
+        if reason is None:
+            self.request.finish()
+
+    def _stalled(self):
+        self.request.transport.abortConnection()
+
+
+def _connection(request):
+    """The TCP connection under a request: ConnectionsPerAddress puts a wrapper in between."""
+    transport = request.transport
+    return getattr(transport, "transport", transport) if isinstance(transport, ProtocolWrapper) else transport
 
 
 def request_name(path: bytes) -> str:
