@@ -72,20 +72,31 @@ def write_tsv(rows: list[tuple[str, str, str, str]], output: Path) -> None:
     output.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", type=Path, help="configuration XML downloaded from a phone")
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
+def table_tool(argv: list[str] | None, name: str, doc: str, source_help: str, default_output: Path, build) -> int:
+    """The command line of a tool that builds one data table: SOURCE [-o OUTPUT].
+    `build(source, output)` writes the table and says what it wrote; an error is one line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("source", type=Path, help=source_help)
+    parser.add_argument("-o", "--output", type=Path, default=default_output, help=f"default: {default_output}")
     args = parser.parse_args(argv)
     try:
-        rows = read_rows(args.reference)
+        summary = build(args.source, args.output)
     except (OSError, UnicodeDecodeError, BuildError) as exc:
-        print(f"build_catalog: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
-    write_tsv(rows, args.output)
-    count = sum(1 for row in rows if row[0])
-    print(f"build_catalog: {count} parameters, {len(rows) - count} sections -> {args.output}")
+    print(f"{name}: {summary} -> {args.output}")
     return 0
+
+
+def build(reference: Path, output: Path) -> str:
+    rows = read_rows(reference)
+    write_tsv(rows, output)
+    count = sum(1 for row in rows if row[0])
+    return f"{count} parameters, {len(rows) - count} sections"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return table_tool(argv, "build_catalog", __doc__, "configuration XML downloaded from a phone", DEFAULT_OUTPUT, build)
 
 
 if __name__ == "__main__":
