@@ -107,6 +107,7 @@ class Snapshot:
     variables: frozenset  # column names usable as placeholders
     resource_names: frozenset  # files present directly under files/ at load time
     secrets: frozenset = frozenset()  # P-codes set anywhere in the tree that hold a credential
+    columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # P-code -> the phones.csv column heading that sets it
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -525,6 +526,7 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
         variables=frozenset(variables) | from_columns.keys(),
         resource_names=resource_names,
         secrets=frozenset(loader.secrets),
+        columns=MappingProxyType(columns_by_code),
     )
 
 
