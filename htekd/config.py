@@ -171,6 +171,20 @@ class SipConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The administrator's console (htekd.console): pages, /api/ and /metrics."""
+
+    enabled: bool = False
+    listen: tuple[Address, ...] = ()
+    user: str = ""  # "" = no login, allowed on loopback addresses only
+    password: str = ""  # plain, or "md5-ha1:" + md5(user:htekd:password) in hex
+    tls: bool = False
+    certificate: Path | None = None  # default: [https]'s
+    private_key: Path | None = None
+    history: int = 100_000  # requests kept in the state folder for the console; 0 = none
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     server: ServerConfig
@@ -181,6 +195,7 @@ class Config:
     access: AccessConfig = AccessConfig()
     pnp: PnpConfig = PnpConfig()
     sip: SipConfig = SipConfig()
+    admin: AdminConfig = AdminConfig()
 
     @property
     def provisioning_url(self) -> str:
@@ -210,9 +225,11 @@ _SECTIONS = {
     "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
     "sip": {"user", "password"},
+    "admin": {"enabled", "listen", "user", "password", "tls", "certificate", "private_key", "history"},
 }
 
-_DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
+_DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443",
+                   "admin": "127.0.0.1:8081"}
 _DEFAULT_ENABLED = {"tftp": True, "ftp": True, "http": True, "https": False}
 
 
@@ -409,6 +426,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         access=_access(read),
         pnp=_pnp(read),
         sip=_sip(read),
+        admin=_admin(read),
     )
 
 
@@ -452,6 +470,28 @@ def _secret_parameters(read: _Reader) -> frozenset:
         except CatalogError as exc:
             raise read.error("htekd", "secret_parameters", f"{exc} (give P-codes or parameter names)") from None
     return frozenset(codes)
+
+
+def _admin(read: _Reader) -> AdminConfig:
+    enabled = read.boolean("admin", "enabled", False)
+    listen = read.addresses("admin")
+    login = read.login("admin")
+    if enabled and not login["user"]:
+        for address in listen:
+            if not ipaddress.ip_address(address.host).is_loopback:
+                raise read.error("admin", "user", f"a login (user and password) is required to listen on {address}: "
+                                 "only loopback addresses may go without")
+    tls = read.boolean("admin", "tls", False)
+    certificate = private_key = None
+    if enabled and tls:
+        certificate = read.path("admin", "certificate", read.get("https", "certificate", "") or None)
+        private_key = read.path("admin", "private_key", read.get("admin", "certificate", "")
+                                or read.get("https", "private_key", "") or read.get("https", "certificate", "") or None)
+        for key, file in (("certificate", certificate), ("private_key", private_key)):
+            if not file.is_file():
+                raise read.error("admin", key, f"{file} does not exist")
+    return AdminConfig(enabled, listen, tls=tls, certificate=certificate, private_key=private_key,
+                       history=read.number("admin", "history", 100_000, 0, 10_000_000, int), **login)
 
 
 def _sip(read: _Reader) -> SipConfig:

@@ -1,8 +1,9 @@
-"""Phones seen and learned device codes, kept in SQLite in the state folder across restarts.
+"""Phones seen, learned device codes and recent requests, kept in SQLite in the state folder across restarts.
 
 The daemon feeds PhoneStore.observe from the request log; a writer thread batches the rows so a
 request never waits for the disk, nor wakes the writer: it only appends to a deque. Readers (`htekd phones`) open the database read-only, which
-WAL mode allows while the daemon writes.
+WAL mode allows while the daemon writes. The request history is bounded: the oldest requests
+beyond `history` are deleted as new ones are written.
 """
 
 from __future__ import annotations
@@ -37,6 +38,25 @@ CREATE TABLE IF NOT EXISTS phones (
     last_seen REAL NOT NULL,
     requests INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    protocol TEXT NOT NULL,
+    address TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    mac TEXT,
+    model TEXT,
+    firmware TEXT,
+    devcode TEXT,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_mac ON requests (mac, id);
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests (time);
 CREATE TABLE IF NOT EXISTS devcodes (
     devcode TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -61,6 +81,17 @@ ON CONFLICT (mac) DO UPDATE SET
     last_seen = MAX(last_seen, excluded.last_seen),
     requests = requests + excluded.requests
 """
+
+INSERT_REQUEST = """
+INSERT INTO requests (time, protocol, address, port, name, kind, outcome, bytes, duration, mac, model, firmware,
+                      devcode, reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+HISTORY = 100_000  # requests kept by default
+REQUEST_FIELDS = ("time", "protocol", "address", "port", "name", "kind", "outcome", "bytes", "duration", "mac",
+                  "model", "firmware", "devcode", "reason")
+PHONE_FIELDS = ("mac", "model", "devcode", "firmware", "address", "protocol", "last_file", "outcome",
+                "first_seen", "last_seen", "requests")
 
 UPSERT_DEVCODE = """
 INSERT INTO devcodes (devcode, model, first_seen, last_seen) VALUES (:devcode, :model, :first, :time)
@@ -100,10 +131,12 @@ def database_path(state_dir: Path) -> Path:
 
 
 class PhoneStore:
-    """The daemon's writer: observe() queues, a thread commits in batches, close() flushes."""
+    """The daemon's writer: observe() queues, a thread commits in batches, close() flushes.
+    Its read methods (for the console) open their own read-only connection, from any thread."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, history: int = HISTORY):
         self.path = database_path(state_dir)
+        self.history = history
         try:
             Path(state_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -117,6 +150,7 @@ class PhoneStore:
             raise StateError(f"cannot open {self.path}: {exc}") from None
         self._connection = connection
         self._rows: deque[dict] = deque()  # append and popleft are atomic: no lock on the request path
+        self._requests: deque[RequestRecord] = deque()
         self._pending = threading.Event()  # set by the first row after the writer took the last batch
         self._closing = threading.Event()
         self._dropped = 0
@@ -125,11 +159,15 @@ class PhoneStore:
         self._writer.start()
 
     def observe(self, record: RequestRecord, client: Client) -> None:
-        """RequestLog observer: remembers the phone behind a request. Never blocks, never raises."""
-        if not record.mac and not (record.devcode and record.model):
-            return
-        if len(self._rows) >= QUEUE_LIMIT:
+        """RequestLog observer: remembers the request and the phone behind it. Never blocks, never raises."""
+        if len(self._rows) + len(self._requests) >= QUEUE_LIMIT:
             self._dropped += 1
+            return
+        if self.history:
+            self._requests.append(record)
+            if not self._pending.is_set():
+                self._pending.set()
+        if not record.mac and not (record.devcode and record.model):
             return
         self._rows.append({
             "mac": record.mac,
@@ -159,12 +197,14 @@ class PhoneStore:
             self._pending.wait()
             self._closing.wait(BATCH_WINDOW)  # gather the rest of the burst (at once when closing)
             self._pending.clear()  # before taking the rows: one appended from now on sets it again
-            rows = []
+            rows, requests = [], []
             while self._rows:
                 rows.append(self._rows.popleft())
-            if rows:
-                self._commit(rows)
-            if self._closing.is_set() and not self._rows:
+            while self._requests:
+                requests.append(self._requests.popleft())
+            if rows or requests:
+                self._commit(rows, requests)
+            if self._closing.is_set() and not self._rows and not self._requests:
                 return
 
     @staticmethod
@@ -187,11 +227,16 @@ class PhoneStore:
                              "requests": before["requests"] + row["requests"]}
         return list(merged.values())
 
-    def _commit(self, rows: list[dict]) -> None:
+    def _commit(self, rows: list[dict], requests: list[RequestRecord]) -> None:
         try:
             with self._connection:
                 self._connection.executemany(UPSERT_PHONE, self._merged(rows, "mac"))
                 self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
+                if requests:
+                    self._connection.executemany(INSERT_REQUEST, (
+                        tuple(getattr(record, name) for name in REQUEST_FIELDS) for record in requests))
+                    self._connection.execute("DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?",
+                                             (self.history,))
         except sqlite3.Error as exc:
             if not self._failing:
                 say(f"phones seen: cannot write {self.path}: {exc}")
@@ -203,6 +248,58 @@ class PhoneStore:
         if self._dropped:
             say(f"phones seen: {self._dropped} requests not recorded (writer too slow)")
             self._dropped = 0
+
+
+    # -- reading, for the console --------------------------------------------------------------
+
+    def phones_seen(self) -> list[PhoneSeen]:
+        return read(self.path.parent)[0]
+
+    def phones_seen_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM phones", ())[0][0]
+
+    def requests(self, limit: int = 100, mac: str = "", address: str = "", protocol: str = "", outcome: str = "",
+                 kind: str = "", since: float = 0.0) -> list[RequestRecord]:
+        """The most recent requests first, each filter applied when given (`address` matches a prefix)."""
+        where, values = ["time >= ?"], [since]
+        for column, value in (("mac", mac), ("protocol", protocol), ("outcome", outcome), ("kind", kind)):
+            if value:
+                where.append(f"{column} = ?")
+                values.append(value)
+        if address:
+            where.append("address >= ? AND address < ?")
+            values += [address, address + "\U0010ffff"]
+        query = (f"SELECT {', '.join(REQUEST_FIELDS)} FROM requests WHERE {' AND '.join(where)} "
+                 "ORDER BY id DESC LIMIT ?")
+        return [RequestRecord(*row) for row in self._query(query, (*values, limit))]
+
+    def requests_per_minute(self, since: float) -> dict[tuple[int, str], int]:
+        """(minute since the epoch, protocol) -> requests, from `since` on."""
+        rows = self._query("SELECT CAST(time / 60 AS INTEGER), protocol, COUNT(*) FROM requests WHERE time >= ? "
+                           "GROUP BY 1, 2", (since,))
+        return {(minute, protocol): count for minute, protocol, count in rows}
+
+    def problems(self, since: float, limit: int = 1000) -> list[tuple[str, str, str, str, int, float]]:
+        """Requests since `since` that did not end well or came from an unknown phone or device code,
+        grouped: (outcome, kind, reason, who, count, last time), most recent first. `who` is the MAC
+        or device code, or the address for what is about an address (throttling, logins, access)."""
+        who = ("CASE WHEN reason LIKE 'throttled%' OR reason LIKE 'address%' OR (mac IS NULL AND devcode IS NULL) "
+               "OR reason IN ('authentication required', 'wrong credentials') THEN address ELSE COALESCE(mac, devcode) END")
+        rows = self._query(
+            f"SELECT outcome, kind, reason, {who}, COUNT(*), MAX(time) FROM requests "
+            "WHERE time >= ? AND (outcome != 'ok' OR kind = 'unknown-phone' OR reason LIKE 'unknown device code%') "
+            f"GROUP BY 1, 2, 3, 4 ORDER BY 6 DESC LIMIT ?", (since, limit))
+        return [tuple(row) for row in rows]
+
+    def _query(self, query: str, values: tuple) -> list[tuple]:
+        try:
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                return connection.execute(query, values).fetchall()
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read {self.path}: {exc}") from None
 
 
 def read(state_dir: Path) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:

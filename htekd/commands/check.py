@@ -88,13 +88,19 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
     return problems
 
 
-def run(args) -> int:
-    config = load_config(args.config)
+def all_problems(config) -> tuple[tree.Snapshot, list[tree.Problem]]:
+    """Everything htekd check reports on the tree of `config`."""
     snapshot, problems = tree.load(config.server.root, config.server.secret_parameters)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)
     problems += check_files(snapshot)
+    return snapshot, problems
+
+
+def run(args) -> int:
+    config = load_config(args.config)
+    snapshot, problems = all_problems(config)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     for problem in problems:
