@@ -115,6 +115,10 @@ enabled = no
 
 [pnp]
 enabled = no
+
+[admin]
+enabled = yes
+listen = {bracketed}:{ports['admin']}
 """, encoding="utf-8")
     for path in (folder, *folder.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)

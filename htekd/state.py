@@ -155,6 +155,7 @@ class PhoneStore:
         self._closing = threading.Event()
         self._dropped = 0
         self._failing = False
+        self.commits = 0  # batches written: what was read before is stale once it changes
         self._writer = threading.Thread(target=self._write_loop, name="htekd-state", daemon=True)
         self._writer.start()
 
@@ -242,6 +243,7 @@ class PhoneStore:
                 say(f"phones seen: cannot write {self.path}: {exc}")
             self._failing = True
             return
+        self.commits += 1
         if self._failing:
             say(f"phones seen: writing {self.path} again")
         self._failing = False

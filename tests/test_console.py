@@ -207,3 +207,15 @@ def test_phones_table_filters_sorts_pages_and_downloads_csv(daemon):
     lines = csv_text.splitlines()
     assert lines[0].startswith("mac,model,group,name,extension,address")
     assert [line.split(",")[0] for line in lines[1:]] == ["001fc1000001", "001fc1000002"]
+
+
+@needs["curl"]
+def test_the_console_over_tls_takes_the_certificate_of_https(daemon):
+    running = daemon({"admin": {"tls": "yes", "user": "admin", "password": ADMIN_HA1}})
+    url = f"https://localhost:{running.ports['admin']}/api/phones"
+    answer = curl("--cacert", str(running.cacert), "--resolve", f"localhost:{running.ports['admin']}:{LOOPBACK}",
+                  "-u", f"admin:{ADMIN_PASSWORD}", url)
+    assert answer.status == 200 and json.loads(answer.body)["total"] == 3
+    jar_line = curl("-i", "--cacert", str(running.cacert), "--resolve", f"localhost:{running.ports['admin']}:{LOOPBACK}",
+                    "-d", f"user=admin&password={ADMIN_PASSWORD}", f"https://localhost:{running.ports['admin']}/login").body
+    assert re.search(r"Set-Cookie: htekd_console=[\w-]+; Path=/; HttpOnly; SameSite=Strict; Secure", jar_line)

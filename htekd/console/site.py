@@ -9,6 +9,7 @@ for /api/ and /metrics; a state-changing request (check-sync) needs the session'
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from twisted.internet.error import CannotListenError
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.web.resource import Resource
 
@@ -31,8 +32,7 @@ from htekd import tree
 from htekd.config import ha1, login_ha1
 from htekd.console import metrics, views
 from htekd.events import say
-from htekd.listeners import ListenError
-from htekd.listeners.http import Login, _Port, tls_options
+from htekd.listeners.http import Login, bind, tls_options
 
 HERE = Path(__file__).resolve().parent
 COOKIE = b"htekd_console"
@@ -40,6 +40,9 @@ SESSION_IDLE = 8 * 3600.0  # seconds a session lives without use
 MAX_SESSIONS = 1000
 FAILED_LOGIN_DELAY = 1.0  # seconds before a wrong password is answered
 NOTIFY_TIMEOUT = 45.0
+MAX_OFFERS = 100_000
+MAX_PAGES = 64
+ROWS_FRESH = 2.0  # seconds the phones table may lag behind the phones seen
 HEADERS = {
     b"Content-Security-Policy": b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
                                 b"base-uri 'none'",
@@ -55,26 +58,15 @@ def listen(reactor, daemon) -> list:
     """Bind every address of [admin]; ListenError after closing the others if one cannot be bound."""
     admin = daemon.config.admin
     console = Console(daemon)
-    daemon.log.observers.append(console.counts.observe)
     site = server.Site(ConsoleResource(console, reactor))
     site.noisy = False
     site.log = lambda request: None  # console requests are not phone requests: not in the request log
-    factory = site
-    if admin.tls:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        factory = TLSMemoryBIOFactory(tls_options(admin, admin.listen[0]), False, site)
-        factory.noisy = False
-    ports = []
-    for address in admin.listen:
-        port = _Port(address.port, factory, interface=address.host, reactor=reactor)
-        try:
-            port.startListening()
-        except CannotListenError as exc:
-            for bound in ports:
-                bound.stopListening()
-            raise ListenError("admin", address, exc.socketError.strerror or str(exc.socketError)) from None
-        ports.append(port)
+    ports = bind(reactor, "admin", admin.listen, site, admin if admin.tls else None)
+    daemon.log.observers.append(console.counts.observe)
+    # One thread of its own: pages never take the threads that resolve phones' requests, and
+    # never more than one core's worth of the process.
+    console.pool.start()
+    reactor.addSystemEventTrigger("during", "shutdown", console.pool.stop)
     return ports
 
 
@@ -105,6 +97,7 @@ class Console:
         self.login = Login(admin.user, admin.password) if admin.user else None
         self.tls = admin.tls
         self.sessions: dict[str, Session] = {}
+        self.pool = ThreadPool(1, 1, "htekd-console")
         self.counts = metrics.RequestCounts()
         self.registry = metrics.registry(daemon, self.counts)
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
@@ -113,6 +106,9 @@ class Console:
         self.env.filters["age"] = _age
         self._check_lock = threading.Lock()
         self._check: tuple[float, list[tree.Problem]] | None = None
+        self._rows: tuple[tuple, list[views.PhoneRow]] | None = None  # ((snapshot, commits, when), rows)
+        self._offers: dict[tuple, tuple[str | None, bool]] = {}
+        self._pages: dict[tuple, tuple[list, views.PhonesPage]] = {}
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, token: str) -> Session | None:
@@ -139,14 +135,46 @@ class Console:
 
     # -- what pages read ------------------------------------------------------------------------
     def rows(self) -> list[views.PhoneRow]:
-        return views.phone_rows(self.daemon.resolver.snapshot, self.daemon.store.phones_seen())
+        """The inventory joined with the phones seen, made again after a reload, or after a write
+        once ROWS_FRESH seconds have passed: during a boot storm the store writes five times a second."""
+        snapshot, store = self.daemon.resolver.snapshot, self.daemon.store
+        cached = self._rows
+        if (cached is None or cached[0][0] is not snapshot
+                or (cached[0][1] != store.commits and time.monotonic() - cached[0][2] >= ROWS_FRESH)):
+            commits, began = store.commits, time.monotonic()
+            self._rows = cached = ((snapshot, commits, began), views.phone_rows(snapshot, store.phones_seen()))
+        return cached[1]  # shared by the pages that read it: never changed in place
 
-    def with_offers(self, rows: list[views.PhoneRow]) -> None:
+    def select(self, query: views.PhoneQuery, size: int | None = views.PAGE_SIZE) -> views.PhonesPage:
+        """A page of the phones table, kept while the table stays the same: browsers refresh the
+        same page every few seconds."""
+        rows = self.rows()
+        key = (id(rows), dataclasses.astuple(query), size)
+        page = self._pages.get(key)
+        if page is None or page[0] is not rows:
+            if len(self._pages) >= MAX_PAGES:
+                self._pages.clear()
+            page = self._pages[key] = (rows, views.select_phones(rows, query, size))
+        return dataclasses.replace(page[1])
+
+    def with_offers(self, rows: list[views.PhoneRow]) -> list[views.PhoneRow]:
+        """Copies of `rows` with the firmware each phone seen is offered (as htekd phones shows),
+        worked out once per snapshot."""
         from htekd.commands.phones import offer
 
+        loaded = self.daemon.resolver.snapshot.loaded_at
+        offered = []
         for row in rows:
+            row = dataclasses.replace(row)
             if row.last_seen:
-                row.offered, row.upgrade = offer(self.daemon.resolver, row.as_dict())
+                key = (loaded, row.mac, row.model, row.protocol, row.firmware)
+                if key not in self._offers:
+                    if len(self._offers) >= MAX_OFFERS:
+                        self._offers.clear()
+                    self._offers[key] = offer(self.daemon.resolver, row.as_dict())
+                row.offered, row.upgrade = self._offers[key]
+            offered.append(row)
+        return offered
 
     def check_problems(self) -> list[tree.Problem]:
         """What htekd check says about the tree being served, worked out once per reload."""
@@ -159,7 +187,8 @@ class Console:
             return self._check[1]
 
     def render(self, template: str, **values) -> Answer:
-        return Answer(self.env.get_template(template).render(**values).encode("utf-8"))
+        chunks = self.env.get_template(template).generate(**values)
+        return Answer("".join(views.polite(chunks, 50)).encode("utf-8"))
 
 
 class ConsoleResource(Resource):
@@ -245,7 +274,7 @@ class ConsoleResource(Resource):
         return (text + "\n").encode()
 
     def _in_thread(self, request, build, *args):
-        deferred = deferToThread(build, *args)
+        deferred = deferToThreadPool(self.reactor, self.console.pool, build, *args)
 
         def write(answer: Answer):
             if request.finished or request._disconnected:
@@ -338,11 +367,11 @@ class ConsoleResource(Resource):
         if not parts:
             return console.render("overview.html", **common, **self._overview())
         if parts == ["phones"]:
-            page = views.select_phones(console.rows(), views.PhoneQuery.parse(args))
-            console.with_offers(page.rows)
+            page = console.select(views.PhoneQuery.parse(args))
+            page.rows = console.with_offers(page.rows)
             return console.render("phones.html", **common, page=page, args=args, columns=views.PHONE_COLUMNS)
         if parts == ["phones.csv"]:
-            rows = views.select_phones(console.rows(), views.PhoneQuery.parse(args), None).rows
+            rows = console.select(views.PhoneQuery.parse(args), None).rows
             return Answer(views.phones_csv(rows).encode("utf-8"), "text/csv; charset=utf-8",
                           headers={"Content-Disposition": 'attachment; filename="phones.csv"'})
         if len(parts) == 2 and parts[0] == "phones":
@@ -368,10 +397,10 @@ class ConsoleResource(Resource):
         mac = tree.normalise_mac(text)
         if mac is None:
             return None
-        row = next((row for row in self.console.rows() if row.mac == mac), None)
-        if row is None:
+        found = [row for row in self.console.rows() if row.mac == mac]
+        if not found:
             return None
-        self.console.with_offers([row])
+        [row] = self.console.with_offers(found)
         detail = views.phone_detail(self.console.daemon.resolver, mac, row.protocol)
         return {"row": row, "requests": self.console.daemon.store.requests(100, mac=mac), **detail}
 
@@ -385,7 +414,7 @@ class ConsoleResource(Resource):
         console = self.console
         if parts == ["phones"]:
             query = views.PhoneQuery.parse(args)
-            page = views.select_phones(console.rows(), query, None if args.get("all") == "yes" else views.PAGE_SIZE)
+            page = console.select(query, None if args.get("all") == "yes" else views.PAGE_SIZE)
             data = {"total": page.total, "page": page.page, "pages": page.pages, "phones": [row.as_dict() for row in page.rows]}
         elif len(parts) == 2 and parts[0] == "phones":
             found = self._phone(parts[1])

@@ -11,6 +11,7 @@ import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator
 
 from htekd import render
 from htekd.explain import explain_target
@@ -46,11 +47,20 @@ class PhoneRow:
         return asdict(self)
 
 
+def polite(items: Iterable, every: int = 200) -> Iterator:
+    """`items`, letting other threads run every `every` items: the console works in a thread of the
+    process that serves phones, and a long loop holding the interpreter lock would delay their packets."""
+    for index, item in enumerate(items):
+        if index % every == every - 1:
+            time.sleep(0)
+        yield item
+
+
 def phone_rows(snapshot, seen: list[PhoneSeen]) -> list[PhoneRow]:
     """The inventory joined with the phones seen; phones seen but not in the inventory too."""
     by_mac = {phone.mac: phone for phone in seen}
     rows = []
-    for mac, phone in snapshot.phones.items():
+    for mac, phone in polite(snapshot.phones.items()):
         name = phone.values.get(NAME)
         extension = phone.variables.get("extension") or (phone.values[EXTENSION].value if EXTENSION in phone.values else "")
         rows.append(_with_seen(PhoneRow(mac, phone.model or "", phone.group or "", name.value if name else "", extension),
@@ -101,12 +111,14 @@ def select_phones(rows: list[PhoneRow], query: PhoneQuery, size: int | None = PA
     if query.state:
         keep = {"seen": lambda r: r.last_seen > 0, "never": lambda r: r.last_seen == 0,
                 "failing": lambda r: r.last_seen > 0 and r.outcome != "ok", "unknown": lambda r: not r.in_inventory}
-        rows = [row for row in rows if keep[query.state](row)]
+        rows = [row for row in polite(rows, 1000) if keep[query.state](row)]
     if query.text:
         needle = query.text.casefold()
-        rows = [row for row in rows if needle in "\t".join(
+        rows = [row for row in polite(rows, 500) if needle in "\t".join(
             (row.mac, row.model, row.group, row.name, row.extension, row.address, row.firmware, row.last_file)).casefold()]
-    rows = sorted(rows, key=lambda row: (_sort_key(getattr(row, query.sort)), row.mac), reverse=query.descending)
+    keyed = [(_sort_key(getattr(row, query.sort)), row.mac, row) for row in polite(rows, 1000)]
+    keyed.sort(key=lambda item: item[:2], reverse=query.descending)
+    rows = [item[2] for item in keyed]
     if size is None:
         return PhonesPage(rows, len(rows), 1, 1, query)
     pages = max(1, math.ceil(len(rows) / size))

@@ -71,19 +71,25 @@ def listen(reactor, config, resolver, log, tls: bool) -> list:
     login = Login(config.user, config.password) if config.user else None
     resource = ProvisioningResource(protocol, resolver, log, reactor, config.timeout, login)
     site = ProvisioningSite(resource, config.timeout, reactor)
+    return bind(reactor, protocol, config.listen, site, config if tls else None)
+
+
+def bind(reactor, listener: str, addresses, site, tls=None) -> list:
+    """A TCP listening port for `site` on each address, over TLS with the certificate and key of
+    `tls` (a config section) when given; ListenError after closing the others if one cannot be bound."""
     factory = site
-    if tls:
-        factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
+    if tls is not None:
+        factory = TLSMemoryBIOFactory(tls_options(tls, addresses[0]), False, site)
         factory.noisy = False
     ports = []
-    for address in config.listen:
+    for address in addresses:
         port = _Port(address.port, factory, interface=address.host, reactor=reactor)
         try:
             port.startListening()
         except CannotListenError as exc:
             for bound in ports:
                 bound.stopListening()
-            raise ListenError(protocol, address, exc.socketError.strerror or str(exc.socketError)) from None
+            raise ListenError(listener, address, exc.socketError.strerror or str(exc.socketError)) from None
         ports.append(port)
     return ports
 
