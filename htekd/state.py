@@ -177,7 +177,7 @@ class PhoneStore:
             "firmware": record.firmware,
             "address": record.address,
             "protocol": record.protocol,
-            "name": record.name,
+            "name": _storable(record.name),
             "outcome": record.outcome,
             "first": record.time,
             "time": record.time,
@@ -235,7 +235,7 @@ class PhoneStore:
                 self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
                 if requests:
                     self._connection.executemany(INSERT_REQUEST, (
-                        tuple(getattr(record, name) for name in REQUEST_FIELDS) for record in requests))
+                        tuple(_storable(getattr(record, name)) for name in REQUEST_FIELDS) for record in requests))
                     self._connection.execute("DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?",
                                              (self.history,))
         except sqlite3.Error as exc:
@@ -302,6 +302,14 @@ class PhoneStore:
                 connection.close()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read {self.path}: {exc}") from None
+
+
+def _storable(value):
+    """A name that was not UTF-8 arrives with surrogate escapes, which SQLite cannot take: kept visible
+    as backslash escapes, as the request log writes them."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def read(state_dir: Path) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:

@@ -219,3 +219,13 @@ def test_the_console_over_tls_takes_the_certificate_of_https(daemon):
     jar_line = curl("-i", "--cacert", str(running.cacert), "--resolve", f"localhost:{running.ports['admin']}:{LOOPBACK}",
                     "-d", f"user=admin&password={ADMIN_PASSWORD}", f"https://localhost:{running.ports['admin']}/login").body
     assert re.search(r"Set-Cookie: htekd_console=[\w-]+; Path=/; HttpOnly; SameSite=Strict; Secure", jar_line)
+
+
+@needs["curl"]
+def test_a_name_that_is_not_utf8_is_kept_in_the_history_as_the_log_writes_it(daemon):
+    running = daemon()
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", running.url("http", "%FFcfg.bin")], timeout=30)
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", running.url("http", "after.bin")], timeout=30)
+    records = wait_history(running, lambda records: any(record["name"] == "/after.bin" for record in records))
+    assert [record["name"] for record in records] == ["/after.bin", "/\\udcffcfg.bin"]
+    assert '"/\\udcffcfg.bin"' in running.wait_log(lambda line: "cfg.bin" in line)

@@ -7,7 +7,7 @@ import sys
 
 from htekd.catalog import CatalogError, catalog, is_pcode
 from htekd.cli import CommandError
-from htekd.commands.common import add_config_argument, load_resolver
+from htekd.commands.common import add_config_argument, add_phone_arguments, load_resolver
 from htekd.commands.phones import print_table
 
 COLUMNS = (("CODE", "code"), ("NAME", "name"), ("VALUE", "value"), ("FROM", "source"))
@@ -20,10 +20,7 @@ def add_arguments(parser, name: str) -> None:
                         help="P-codes or names to explain (default: every parameter in the file)")
     parser.add_argument("--show-secrets", action="store_true", help="show passwords and keys instead of ***")
     parser.add_argument("--json", action="store_true", help="print a JSON array")
-    parser.add_argument("--protocol", choices=("tftp", "ftp", "http", "https"), default="http",
-                        help="the upgrade mode the phone uses; it decides the server URLs filled in (default http)")
-    parser.add_argument("--user-agent", default="", metavar="UA",
-                        help="the phone's User-Agent, e.g. 'Htek UC924 2.0.4.2 00:1f:c1:00:00:01'")
+    add_phone_arguments(parser)
 
 
 def run(args) -> int:

@@ -13,6 +13,7 @@ import dataclasses
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from htekd import tree
 from htekd.config import ha1, login_ha1
 from htekd.console import metrics, views
 from htekd.events import say
-from htekd.listeners.http import Login, bind, tls_options
+from htekd.listeners.http import Login, bind
 
 HERE = Path(__file__).resolve().parent
 COOKIE = b"htekd_console"
@@ -51,6 +52,7 @@ HEADERS = {
     b"Referrer-Policy": b"same-origin",
     b"Cache-Control": b"no-store",
 }
+LOCAL_TARGET = re.compile(r"/(?![/\\])[A-Za-z0-9/?&=%._~+-]*")  # where a login may lead: a page here
 STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
 
 
@@ -230,7 +232,7 @@ class ConsoleResource(Resource):
             request.setResponseCode(303)
             request.setHeader(b"Location", b"/login?next=" + urllib.parse.quote(request.uri.decode("latin-1"), safe="").encode())
             return b""
-        args = {key.decode("utf-8", "replace"): values[-1].decode("utf-8", "replace") for key, values in request.args.items()}
+        args = _args(request)
         if method == b"POST":
             if not hmac.compare_digest(args.get("csrf", ""), session.csrf):
                 say(f"console: refused a {path} without its form's token from {request.getClientAddress().host}")
@@ -275,9 +277,10 @@ class ConsoleResource(Resource):
 
     def _in_thread(self, request, build, *args):
         deferred = deferToThreadPool(self.reactor, self.console.pool, build, *args)
+        gone = _watch(request)
 
         def write(answer: Answer):
-            if request.finished or request._disconnected:
+            if gone:
                 return
             request.setResponseCode(answer.status)
             request.setHeader(b"Content-Type", answer.content_type.encode())
@@ -297,9 +300,9 @@ class ConsoleResource(Resource):
     # -- login ---------------------------------------------------------------------------------
     def _login(self, request):
         console = self.console
-        args = {key.decode("utf-8", "replace"): values[-1].decode("utf-8", "replace") for key, values in request.args.items()}
+        args = _args(request)
         target = args.get("next", "/")
-        if not target.startswith("/") or target.startswith("//"):
+        if not LOCAL_TARGET.fullmatch(target):
             target = "/"  # never a redirect elsewhere
         if console.login is None:
             request.setResponseCode(303)
@@ -316,9 +319,10 @@ class ConsoleResource(Resource):
             say(f"console: wrong login from {request.getClientAddress().host}")
             answer = console.render("login.html", target=target, failed=True, session=None)
             request.setResponseCode(401)
+            gone = _watch(request)
 
             def later():
-                if not request.finished and not request._disconnected:
+                if not gone:
                     request.write(answer.body)
                     request.finish()
 
@@ -445,6 +449,18 @@ def _json(data, status: int = 200) -> Answer:
     # <, > and & escaped too: JSON read as HTML by mistake still runs nothing.
     text = json.dumps(data, ensure_ascii=False, indent=1).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Answer(text.encode("utf-8"), "application/json", status)
+
+
+def _args(request) -> dict[str, str]:
+    """Query and form fields, the last of each name."""
+    return {key.decode("utf-8", "replace"): values[-1].decode("utf-8", "replace") for key, values in request.args.items()}
+
+
+def _watch(request) -> list:
+    """A list that gets an item once the client has gone (or the request was finished)."""
+    gone: list = []
+    request.notifyFinish().addBoth(gone.append)
+    return gone
 
 
 def _take(notes: list) -> list:
