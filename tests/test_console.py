@@ -229,3 +229,24 @@ def test_a_name_that_is_not_utf8_is_kept_in_the_history_as_the_log_writes_it(dae
     records = wait_history(running, lambda records: any(record["name"] == "/after.bin" for record in records))
     assert [record["name"] for record in records] == ["/after.bin", "/\\udcffcfg.bin"]
     assert '"/\\udcffcfg.bin"' in running.wait_log(lambda line: "cfg.bin" in line)
+
+
+@needs["curl"]
+def test_problems_show_a_failed_reload_and_what_check_says(daemon):
+    running = daemon()
+    common = running.root / "settings" / "common.xml"
+    common.write_text(common.read_text().replace("<P130", "<P130 broken=", 1))
+    assert running.reload().startswith("htekd: reload failed: settings/common.xml:")
+    problems = json.loads(curl(admin_url(running, "/api/problems")).body)
+    assert problems["last_reload"]["result"].startswith("reload failed: settings/common.xml:")
+    assert any(line.startswith("settings/common.xml:") and ": error: " in line for line in problems["check"])
+    page = curl(admin_url(running, "/problems")).body
+    assert "reload failed: settings/common.xml:" in page
+    metrics = curl(admin_url(running, "/metrics")).body
+    assert 'htekd_reloads_total{result="failed"} 1.0' in metrics
+
+    common.write_text(common.read_text().replace("<P130 broken=", "<P130", 1))
+    assert running.reload().startswith("htekd: reloaded")
+    problems = json.loads(curl(admin_url(running, "/api/problems")).body)  # checked again after the reload
+    assert problems["last_reload"]["result"].startswith("reloaded")
+    assert not any(": error: " in line for line in problems["check"])

@@ -43,6 +43,7 @@ FAILED_LOGIN_DELAY = 1.0  # seconds before a wrong password is answered
 NOTIFY_TIMEOUT = 45.0
 MAX_OFFERS = 100_000
 MAX_PAGES = 64
+CHECK_FRESH = 60.0  # seconds before htekd check runs again for the problems page
 ROWS_FRESH = 2.0  # seconds the phones table may lag behind the phones seen
 HEADERS = {
     b"Content-Security-Policy": b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
@@ -107,7 +108,7 @@ class Console:
         self.env.filters["when"] = _when
         self.env.filters["age"] = _age
         self._check_lock = threading.Lock()
-        self._check: tuple[float, list[tree.Problem]] | None = None
+        self._check: tuple[tuple, float, list[tree.Problem]] | None = None  # (key, when, problems)
         self._rows: tuple[tuple, list[views.PhoneRow]] | None = None  # ((snapshot, commits, when), rows)
         self._offers: dict[tuple, tuple[str | None, bool]] = {}
         self._pages: dict[tuple, tuple[list, views.PhonesPage]] = {}
@@ -179,14 +180,15 @@ class Console:
         return offered
 
     def check_problems(self) -> list[tree.Problem]:
-        """What htekd check says about the tree being served, worked out once per reload."""
+        """What htekd check says of the tree on disk now: worked out again after a reload (even a
+        failed one) or once CHECK_FRESH seconds have passed, not for every page."""
         from htekd.commands.check import all_problems
 
-        loaded = self.daemon.resolver.snapshot.loaded_at
+        key = (self.daemon.resolver.snapshot.loaded_at, self.daemon.last_reload)
         with self._check_lock:
-            if self._check is None or self._check[0] != loaded:
-                self._check = (loaded, all_problems(self.daemon.config)[1])
-            return self._check[1]
+            if self._check is None or self._check[0] != key or time.monotonic() - self._check[1] >= CHECK_FRESH:
+                self._check = (key, time.monotonic(), all_problems(self.daemon.config)[1])
+            return self._check[2]
 
     def render(self, template: str, **values) -> Answer:
         chunks = self.env.get_template(template).generate(**values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
@@ -18,6 +19,7 @@ from htekd.explain import explain_target
 from htekd.state import PhoneSeen
 
 PAGE_SIZE = 100
+MAC = re.compile(r"[0-9a-f]{12}")
 PHONE_COLUMNS = ("mac", "model", "group", "name", "extension", "address", "firmware", "protocol", "last_file",
                  "last_seen", "outcome", "requests")
 NAME = "P3"  # Account1_DispalyName: what the phone shows as its owner
@@ -200,9 +202,13 @@ class ProblemGroup:
     outcome: str
     kind: str
     reason: str
-    who: str
+    who: str  # a MAC, a device code or an address
     count: int
     last: float
+
+    @property
+    def mac(self) -> str | None:
+        return self.who if MAC.fullmatch(self.who or "") else None
 
 
 def problem_groups(rows: list[tuple]) -> dict[str, list[ProblemGroup]]:
