@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 
@@ -250,3 +251,25 @@ def test_problems_show_a_failed_reload_and_what_check_says(daemon):
     problems = json.loads(curl(admin_url(running, "/api/problems")).body)  # checked again after the reload
     assert problems["last_reload"]["result"].startswith("reloaded")
     assert not any(": error: " in line for line in problems["check"])
+
+
+@needs["curl"]
+def test_metrics_count_tftp_transfers_under_way(daemon):
+    running = daemon({"tftp": {"timeout": "3", "retries": "2"}})
+    (running.root / "files" / "big.bin").write_bytes(bytes(100_000))
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # asks, takes block 1, never acknowledges it
+    try:
+        phone.settimeout(5)
+        phone.sendto(b"\x00\x01big.bin\x00octet\x00", (LOOPBACK, running.ports["tftp"]))
+        assert phone.recvfrom(1024)[0][:4] == b"\x00\x03\x00\x01"
+
+        def under_way() -> float:
+            text = curl(admin_url(running, "/metrics")).body
+            return next(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                        if sample.name == "htekd_transfers_in_flight")
+
+        assert under_way() == 1
+        running.wait_log(lambda line: '"big.bin"' in line and " failed " in line, timeout=20)
+        assert under_way() == 0
+    finally:
+        phone.close()

@@ -49,6 +49,12 @@ class _Collector:
             sent.add_metric((protocol,), count)
         yield sent
         daemon = self.daemon
+        in_flight = GaugeMetricFamily("htekd_transfers_in_flight", "Transfers under way (TFTP: the listener keeps them)",
+                                      labels=("protocol",))
+        # Only the TFTP listener keeps its transfers: the other protocols' connections say nothing here.
+        transfers = [getattr(getattr(port, "protocol", None), "transfers", None) for port in daemon.ports]
+        in_flight.add_metric(("tftp",), sum(len(found) for found in transfers if isinstance(found, dict)))
+        yield in_flight
         yield GaugeMetricFamily("htekd_phones_in_inventory", "Phones in phones.csv", value=len(daemon.resolver.snapshot.phones))
         yield GaugeMetricFamily("htekd_phones_seen", "Phones that have asked for a file", value=daemon.store.phones_seen_count())
         reloads = CounterMetricFamily("htekd_reloads", "Reloads (SIGHUP), by result", labels=("result",))
