@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import consoleload, ftpload, httpload, site as site_module, tftp
+from bench import consoleload, ftpload, hostile, httpload, site as site_module, tftp
 from bench.net import free_port, free_port_range, loopback
 from bench.servers import CpuMeter, Htekd, InTftpd, Nginx, Vsftpd, memory_kib, reset_peak
 
 FIGURES = ("tftp-512", "tftp-1468", "storm", "http-cfg", "http-fw", "http-parallel", "ftp-fw", "ftp-parallel",
-           "inventory", "console")
+           "inventory", "http-pipelining", "exhaustion", "console")
 CONSOLE_PAGE = "/phones?sort=last_seen&order=desc"  # the whole inventory joined, sorted; one page of it shown
 MB = 1e6
 
@@ -263,6 +263,26 @@ class Bench:
         value = p99(timings) * 1000
         self.rows.append(Row(f"{count:,}-phone inventory: render cfg<mac>.xml p99 (first, uncached)", value, None, "ms",
                              "<= 2 ms", value <= 2.0))
+
+    def figure_http_pipelining(self) -> None:
+        name = f"cfg{self.site.phones[0].mac}.xml"  # generated: the answers that used to pile up
+        runs = [hostile.pipelined_growth(self.host, self.site.ports["http"], self.htekd.pid, name)
+                for _ in range(self.args.repeat)]
+        value = max(grown for grown, _ in runs)  # the worst run: memory taken once is not given back to the OS
+        sent = max(sent for _, sent in runs) / MB
+        self.rows.append(Row(f"HTTP {sent:.0f} MB of pipelined GETs never read: RSS added (worst run)", value, None,
+                             "MB", "< 64 MB", value < 64))
+
+    def figure_exhaustion(self) -> None:
+        model_config = f"cfg{self.storm[0].devcode}.xml"
+        fetches = [(protocol, model_config, len(self.expected[protocol][model_config])) for protocol in ("tftp", "http", "ftp")]
+        fetches += [(protocol, site_module.FIRMWARE, site_module.FIRMWARE_SIZE) for protocol in ("tftp", "http", "ftp")]
+        failed = total = 0
+        for _ in range(self.args.repeat):
+            run_failed, run_total = hostile.exhaustion(self.host, self.site.ports, fetches)
+            failed, total = failed + run_failed, total + run_total
+        self.rows.append(Row(f"1,100 HTTP + 1,100 FTP connections (256 kept), 700 silent TFTP requests from one "
+                             f"host: failed phone fetches of {total}", failed, None, "", "0 failed", failed == 0))
 
     def figure_console(self) -> None:
         """The console's phones page over the whole inventory; a TFTP storm while browsers ask for

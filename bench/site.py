@@ -105,10 +105,12 @@ listen = {bracketed}:{ports['tftp']}
 enabled = yes
 listen = {bracketed}:{ports['ftp']}
 passive_ports = {passive[0]}-{passive[1]}
+connections_per_address = 256  ; the load generator is one host (200 parallel downloads)
 
 [http]
 enabled = yes
 listen = {bracketed}:{ports['http']}
+connections_per_address = 256
 
 [https]
 enabled = no

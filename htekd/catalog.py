@@ -26,8 +26,9 @@ SERVER_SCHEMES = ("tftp", "ftp", "http", "https")
 TSV_ESCAPE = re.compile(r"\\(.)")
 TSV_UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 RULE_TYPES = ("bool", "enum", "int", "hex", "host", "hostport", "server_path", "token", "text", "dialplan")
-# A parameter whose name says this holds a credential, whether or not the catalog knows the code.
-SECRET_NAME = re.compile(r"pass(?:word|wd)|pwd|secret|aes_?key|token", re.IGNORECASE)
+# A parameter whose name says this holds a credential, whether or not the catalog knows the code;
+# words may be split by any separator ("AES Key", "Pass.Word", "aes-key").
+SECRET_NAME = re.compile(r"pass[\W_]*w(?:or)?d|pwd|secret|aes[\W_]*key|token", re.IGNORECASE)
 OTHER_SECTION = "Other"  # codes the phone's download lacks, after the phone's own sections
 
 
@@ -227,6 +228,7 @@ class Catalog:
         self._by_name = {key: tuple(params.values()) for key, params in by_name.items()}
         self._spelling = {name_key(name): name for known in self._names.values() for name in known}
         self._rule_of: dict[str, Rule | None] = {}
+        self._secret_of: dict[str, bool] = {}
 
     def __len__(self) -> int:
         return len(self.params)
@@ -276,8 +278,12 @@ class Catalog:
         param = self._param(param_or_code)
         if param is None:
             return False
-        rule = self.rule(param)
-        return (rule is not None and rule.secret) or any(secret_name(name) for name in self.names(param))
+        secret = self._secret_of.get(param.code)
+        if secret is None:
+            rule = self.rule(param)
+            secret = (rule is not None and rule.secret) or any(secret_name(name) for name in self.names(param))
+            self._secret_of[param.code] = secret
+        return secret
 
     def takes_placeholders(self, param_or_code: Param | str) -> bool:
         """False where braces are the phone's own syntax (dial plans, digit maps)."""
@@ -298,7 +304,12 @@ class Catalog:
         param = self._param(param_or_code)
         if param is None:
             return None
-        shown = f"a secret of {len(value)} characters" if secret or self.is_secret(param) else repr(value)
+        problem = self._problem(param, value, repr(value))
+        if problem and (secret or self.is_secret(param)):
+            return self._problem(param, value, f"a secret of {len(value)} characters")
+        return problem
+
+    def _problem(self, param: Param, value: str, shown: str) -> str | None:
         rule = self.rule(param)
         if rule is not None:
             return _check_rule(rule, value, shown)

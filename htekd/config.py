@@ -6,11 +6,15 @@ import configparser
 import hashlib
 import ipaddress
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CONFIG = Path("/etc/htekd.conf")
+CONNECTIONS_PER_ADDRESS = 16  # open connections one client address may have on FTP, HTTP or HTTPS
+# OpenSSL cipher string for TLS 1.2: forward-secret suites only (every TLS 1.3 suite is one).
+FORWARD_SECRET_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:!aNULL:!eNULL"
 LOGIN_REALM = "htekd"  # of Digest, and of the hashed password form
 HASHED_PASSWORD = "md5-ha1:"  # a password given as md5(user:htekd:password) in hex
 
@@ -80,6 +84,7 @@ class ServerConfig:
     encrypt: tuple[str, ...] = ("phone",)  # which generated files a key applies to
     aes_key_in_model_file: bool = False  # bootstrap: hand aes_key to phones in clear in cfg<devcode>.xml
     secret_parameters: frozenset = frozenset()  # P-codes secret beyond those the catalog and their names make so
+    timezone: str = ""  # IANA zone for every phone's P64 unless phones.csv or a layer says otherwise
 
     @property
     def path_prefix(self) -> str:
@@ -97,6 +102,7 @@ class TftpConfig:
     listen: tuple[Address, ...]
     timeout: float = 5.0  # seconds before a block is sent again
     retries: int = 5  # sends of one block before the transfer is abandoned
+    max_transfers: int = 1000  # transfers at once (also at most a quarter of the descriptor limit)
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,8 @@ class FtpConfig:
     user: str = ""  # "" = anonymous
     password: str = ""
     masquerade_address: str = ""  # address given in PASV replies, behind NAT
-    timeout: float = 300.0
+    timeout: float = 60.0  # idle control connection, stalled transfer
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS  # 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ class HttpConfig:
     timeout: float = 60.0  # idle connection timeout
     user: str = ""  # "" = no authentication
     password: str = ""  # plain, or "md5-ha1:" + md5(user:htekd:password) in hex
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS  # 0 = no limit
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,8 @@ class HttpsConfig:
     timeout: float = 60.0
     user: str = ""
     password: str = ""
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS
+    ciphers: str = FORWARD_SECRET_CIPHERS  # TLS 1.2 suites offered, as an OpenSSL cipher string
 
 
 ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -139,18 +149,24 @@ class AccessConfig:
     phone_files: tuple = ANYWHERE  # networks that may have cfg<mac>.xml (they also need `allow`)
     user_agent_mac: str = "check"  # check: a User-Agent naming a MAC gets only that phone's file | ignore
     without_mac: str = "allow"  # HTTP(S) phone-file requests whose User-Agent names no MAC: allow | deny
-    throttle: int = 20  # unknown or denied phone files per address per window; 0 = off
+    throttle: int = 20  # unknown or denied phone files per network per window; 0 = off
     throttle_window: float = 60.0
-    throttle_penalty: float = 600.0  # seconds an address over the limit is refused everything
+    throttle_penalty: float = 600.0  # seconds a network over the limit is refused everything
+    throttle_ipv4_prefix: int = 32  # addresses counted together: one IPv4 address by default
+    throttle_ipv6_prefix: int = 64  # a host may use every address of its IPv6 /64
 
     def allows(self, networks: tuple, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in networks if network.version == ip.version)
+        ip = client_ip(address)
+        return ip is not None and any(ip in network for network in networks if network.version == ip.version)
+
+
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as listeners give it (an IPv6 scope, IPv4 seen on an IPv6 socket), or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,21 @@ class PnpConfig:
 class SipConfig:
     user: str = ""  # Digest credentials for phones with check-sync authentication on (P20983)
     password: str = ""
+    realm: str = ""  # the only realm whose Digest challenge is answered; "" = any (see htekd notify --help)
+
+
+@dataclass(frozen=True)
+class PhonebookConfig:
+    enabled: bool = True  # serve phonebook.xml and fill in P4401/P3316
+    title: str = "Company"  # P3316: the book's name on the phone
+    name: str = "Account1_DispalyName"  # phones.csv column of an entry's name
+    numbers: tuple[str, ...] = ("Account1_SipUserId",)  # phones.csv columns of its numbers
+    per_group: bool = False  # also phonebook-<group>.xml, given to the phones of that group
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The phones.csv columns the book reads."""
+        return (self.name, *self.numbers) if self.enabled else ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +213,8 @@ class AdminConfig:
     certificate: Path | None = None  # default: [https]'s
     private_key: Path | None = None
     history: int = 100_000  # requests kept in the state folder for the console; 0 = none
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS
+    ciphers: str = FORWARD_SECRET_CIPHERS  # those of [https]
 
 
 @dataclass(frozen=True)
@@ -195,6 +228,7 @@ class Config:
     access: AccessConfig = AccessConfig()
     pnp: PnpConfig = PnpConfig()
     sip: SipConfig = SipConfig()
+    phonebook: PhonebookConfig = PhonebookConfig()
     admin: AdminConfig = AdminConfig()
 
     @property
@@ -217,15 +251,20 @@ class Config:
 
 _SECTIONS = {
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
-              "aes_key_in_model_file", "secret_parameters"},
-    "tftp": {"enabled", "listen", "timeout", "retries"},
-    "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout"},
-    "http": {"enabled", "listen", "timeout", "user", "password"},
-    "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password"},
-    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty"},
+              "aes_key_in_model_file", "secret_parameters", "timezone"},
+    "tftp": {"enabled", "listen", "timeout", "retries", "max_transfers"},
+    "ftp": {"enabled", "listen", "passive_ports", "user", "password", "masquerade_address", "timeout",
+            "connections_per_address"},
+    "http": {"enabled", "listen", "timeout", "user", "password", "connections_per_address"},
+    "https": {"enabled", "listen", "certificate", "private_key", "timeout", "user", "password",
+              "connections_per_address", "ciphers"},
+    "access": {"allow", "phone_files", "user_agent_mac", "without_mac", "throttle", "throttle_window", "throttle_penalty",
+               "throttle_ipv4_prefix", "throttle_ipv6_prefix"},
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
-    "sip": {"user", "password"},
-    "admin": {"enabled", "listen", "user", "password", "tls", "certificate", "private_key", "history"},
+    "sip": {"user", "password", "realm"},
+    "phonebook": {"enabled", "title", "name", "numbers", "per_group"},
+    "admin": {"enabled", "listen", "user", "password", "tls", "certificate", "private_key", "history",
+              "connections_per_address"},
 }
 
 _DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443",
@@ -282,6 +321,20 @@ class _Reader:
     def addresses(self, section: str) -> tuple[Address, ...]:
         raw = self.get(section, "listen", _DEFAULT_LISTEN[section])
         return tuple(self._address(section, item) for item in raw.split())
+
+    def connections(self, section: str) -> int:
+        return self.number(section, "connections_per_address", CONNECTIONS_PER_ADDRESS, 0, 100000, int)
+
+    def ciphers(self, section: str, key: str) -> str:
+        """An OpenSSL cipher string that selects at least one cipher."""
+        import ssl
+
+        value = self.get(section, key, FORWARD_SECRET_CIPHERS)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            raise self.error(section, key, f"selects no cipher OpenSSL knows, got {value!r}") from None
+        return value
 
     def ipv4(self, section: str, key: str) -> str:
         """An optional IPv4 address ("" when unset)."""
@@ -365,7 +418,15 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         encrypt=encrypt,
         aes_key_in_model_file=read.boolean("htekd", "aes_key_in_model_file", False),
         secret_parameters=_secret_parameters(read),
+        timezone=read.get("htekd", "timezone", ""),
     )
+    if server.timezone:
+        from htekd.timezones import UnknownZone, standard_offset
+
+        try:
+            standard_offset(server.timezone)
+        except UnknownZone as exc:
+            raise read.error("htekd", "timezone", str(exc)) from None
     if server.aes_key_in_model_file and not server.aes_key:
         raise read.error("htekd", "aes_key_in_model_file", "needs aes_key")
     if server.aes_key_in_model_file and "model" in server.encrypt:
@@ -400,6 +461,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             listen=read.addresses("tftp"),
             timeout=read.number("tftp", "timeout", 5.0, 0.1, 255.0),
             retries=read.number("tftp", "retries", 5, 1, 50, int),
+            max_transfers=read.number("tftp", "max_transfers", 1000, 1, 1000000, int),
         ),
         ftp=FtpConfig(
             enabled=read.boolean("ftp", "enabled", _DEFAULT_ENABLED["ftp"]),
@@ -407,13 +469,15 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             passive_ports=(int(low), int(high)),
             **read.login("ftp"),
             masquerade_address=read.ipv4("ftp", "masquerade_address"),
-            timeout=read.number("ftp", "timeout", 300.0, 1.0, 86400.0),
+            timeout=read.number("ftp", "timeout", 60.0, 1.0, 86400.0),
+            connections_per_address=read.connections("ftp"),
         ),
         http=HttpConfig(
             enabled=read.boolean("http", "enabled", _DEFAULT_ENABLED["http"]),
             listen=read.addresses("http"),
             timeout=read.number("http", "timeout", 60.0, 1.0, 3600.0),
             **read.login("http"),
+            connections_per_address=read.connections("http"),
         ),
         https=HttpsConfig(
             enabled=https_enabled,
@@ -422,11 +486,28 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
             private_key=private_key,
             timeout=read.number("https", "timeout", 60.0, 1.0, 3600.0),
             **read.login("https"),
+            connections_per_address=read.connections("https"),
+            ciphers=read.ciphers("https", "ciphers"),
         ),
         access=_access(read),
         pnp=_pnp(read),
         sip=_sip(read),
         admin=_admin(read),
+        phonebook=_phonebook(read),
+    )
+
+
+def _phonebook(read: _Reader) -> PhonebookConfig:
+    defaults = PhonebookConfig()
+    title = read.get("phonebook", "title", defaults.title)
+    if any(unicodedata.category(c) == "Cc" for c in title):
+        raise read.error("phonebook", "title", "control characters do not belong in a name")
+    return PhonebookConfig(
+        enabled=read.boolean("phonebook", "enabled", defaults.enabled),
+        title=title,
+        name=read.get("phonebook", "name", defaults.name),
+        numbers=tuple(read.get("phonebook", "numbers", " ".join(defaults.numbers)).split()),
+        per_group=read.boolean("phonebook", "per_group", defaults.per_group),
     )
 
 
@@ -491,14 +572,16 @@ def _admin(read: _Reader) -> AdminConfig:
             if not file.is_file():
                 raise read.error("admin", key, f"{file} does not exist")
     return AdminConfig(enabled, listen, tls=tls, certificate=certificate, private_key=private_key,
-                       history=read.number("admin", "history", 100_000, 0, 10_000_000, int), **login)
+                       history=read.number("admin", "history", 100_000, 0, 10_000_000, int),
+                       connections_per_address=read.connections("admin"), ciphers=read.ciphers("https", "ciphers"),
+                       **login)
 
 
 def _sip(read: _Reader) -> SipConfig:
     user, password = read.get("sip", "user", ""), read.get("sip", "password", "")
     if bool(user) != bool(password):
         raise read.error("sip", "password" if user else "user", "user and password go together")
-    return SipConfig(user, password)
+    return SipConfig(user, password, read.get("sip", "realm", ""))
 
 
 def _access(read: _Reader) -> AccessConfig:
@@ -511,4 +594,6 @@ def _access(read: _Reader) -> AccessConfig:
         throttle=read.number("access", "throttle", 20, 0, 100000, int),
         throttle_window=read.number("access", "throttle_window", 60.0, 1.0, 86400.0),
         throttle_penalty=read.number("access", "throttle_penalty", 600.0, 1.0, 604800.0),
+        throttle_ipv4_prefix=read.number("access", "throttle_ipv4_prefix", 32, 8, 32, int),
+        throttle_ipv6_prefix=read.number("access", "throttle_ipv6_prefix", 64, 16, 128, int),
     )

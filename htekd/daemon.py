@@ -185,6 +185,7 @@ class Daemon:
             return f"reload failed: {_one_line(exc)}{self._reopen_log(self.log.destination, None)}"
         notes = self._reopen_log(config.server.log, config.server.log_format)
         self.log.secrets = _secrets(config, self.resolver)
+        self.store.inventory = frozenset(self.resolver.snapshot.phones)
         _settle_memory()
         restart = [f"[{name}]" for name in RESTART_SECTIONS if getattr(config, name) != getattr(self.config, name)]
         if config.server.state_dir != self.config.server.state_dir:
@@ -260,7 +261,8 @@ def serve(config_path: Path | str) -> int:
         log.close()
         say(str(exc))
         return 1
-    log.observers.append(store.observe)
+    store.inventory = frozenset(resolver.snapshot.phones)
+    log.observers += [store.observe, resolver.observe]
 
     from twisted.internet import reactor
 

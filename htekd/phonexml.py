@@ -21,12 +21,11 @@ from htekd.catalog import PCODE
 
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 _ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
-# Where an "&" may stand: kept as it is inside comments and CDATA; elsewhere a character
-# reference, an entity, or a bare "&" (group "bare"; group "name" for an entity).
-_AMPERSAND = re.compile(
-    rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|&#[0-9]{1,8};|&#x[0-9A-Fa-f]{1,8};|&(?P<name>[A-Za-z][A-Za-z0-9._-]{0,31});|(?P<bare>&)",
-    re.DOTALL,
-)
+# What may hold an "&" (or text that looks like one): comments and CDATA, where it is kept as it is, and
+# the "&" itself, a reference when _REFERENCE matches there (group "name": an entity) and bare otherwise.
+_SPECIAL = re.compile(rb"<!--|<!\[CDATA\[|&")
+_SECTION_END = {b"<!--": b"-->", b"<![CDATA[": b"]]>"}
+_REFERENCE = re.compile(rb"&(?:#[0-9]{1,8}|#x[0-9A-Fa-f]{1,8}|(?P<name>[A-Za-z][A-Za-z0-9._-]{0,31}));")
 _TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=False)
 
@@ -46,7 +45,7 @@ class Setting:
 
     @property
     def by_code(self) -> bool:
-        return self.key.startswith("P") and PCODE.fullmatch(self.key) is not None
+        return PCODE.fullmatch(self.key) is not None
 
 
 @dataclass(frozen=True)
@@ -79,23 +78,36 @@ def _html_entity(match: re.Match) -> bytes:
 
 
 def _well_formed(data: bytes, repairs: list[Repair]) -> bytes:
-    """`data` with each bare `&` and undefined entity escaped, so the value keeps them as written."""
-    def repair(match: re.Match) -> bytes:
-        name = match["name"]
-        if match["bare"] is None and (name is None or name.decode() in _XML_ENTITIES
-                                      or name.decode() + ";" in html.entities.html5):
-            return match.group(0)
-        line = 1 + data.count(b"\n", 0, match.start())
-        if name is None:
-            found = Repair(line, "bare '&' kept as written (XML wants '&amp;')")
-        else:
-            shown = name.decode("ascii", "replace")
-            found = Repair(line, f"undefined entity '&{shown};' kept as written (XML wants '&amp;{shown};')")
-        if found not in repairs[-3:]:  # a line of URLs is one warning, not one per '&'
-            repairs.append(found)
-        return b"&amp;" + match.group(0)[1:]
+    """`data` with each bare `&` and undefined entity escaped, so the value keeps them as written.
 
-    return _AMPERSAND.sub(repair, data)
+    One pass, each byte looked at once: an unterminated comment or CDATA ends the repairs there
+    and is left for the XML parser to report."""
+    pieces: list[bytes] = []
+    done = position = 0
+    line, counted = 1, 0  # the line at offset `counted`
+    while match := _SPECIAL.search(data, position):
+        token = match.group()
+        if token != b"&":
+            end = data.find(_SECTION_END[token], match.end())
+            if end < 0:
+                break
+            position = end + len(_SECTION_END[token])
+            continue
+        position = match.end()
+        reference = _REFERENCE.match(data, match.start())
+        name = reference["name"] if reference else None
+        if reference and (name is None or name.decode() in _XML_ENTITIES or name.decode() + ";" in html.entities.html5):
+            continue
+        line += data.count(b"\n", counted, match.start())
+        counted = match.start()
+        # The entity's text is not quoted: it may stand inside a password.
+        found = Repair(line, "bare '&' kept as written (XML wants '&amp;')" if reference is None else
+                       "undefined entity kept as written (XML wants '&amp;' for a literal '&')")
+        if found not in repairs[-2:]:  # a line of URLs is one warning, not one per '&'
+            repairs.append(found)
+        pieces += (data[done:match.start()], b"&amp;")
+        done = match.end()
+    return b"".join(pieces) + data[done:] if pieces else data
 
 
 def parse(data: bytes) -> list[Setting]:
@@ -116,7 +128,8 @@ def read(data: bytes) -> Document:
         root = etree.fromstring(readable(_well_formed(data, repairs)), PARSER)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or 1
-        message = str(exc.msg or exc).split(", line ")[0]
+        # libxml2 may quote the document after a newline (an unfinished CDATA): that text can be a secret.
+        message = str(exc.msg or exc).split(", line ")[0].split("\n")[0]
         raise PhoneXmlError(line, f"malformed XML: {message}") from None
     if root.getroottree().docinfo.doctype:  # declared in an encoding the byte check above cannot see (UTF-16)
         raise PhoneXmlError(1, "DOCTYPE and entity declarations are not allowed")
@@ -147,7 +160,9 @@ def _escape_text(value: str) -> str:
 
 
 def _escape_attr(value: str) -> str:
-    return _escape_text(value).replace('"', "&quot;")
+    """As _escape_text, and the white space an attribute would otherwise lose to normalisation."""
+    return (_escape_text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;")
+            .replace("\t", "&#9;"))
 
 
 HEADER = '<?xml version="1.0" encoding="UTF-8" ?>\n<hl_provision version="1">\n    <config version="1">\n'

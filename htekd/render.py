@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 from htekd import phonexml
 from htekd.catalog import OTHER_SECTION, catalog
 from htekd.models import Model
-from htekd.resources import FIRMWARE_SERVER_PATH, image_urls
+from htekd.resources import FIRMWARE_SERVER_PATH, SCREENSAVER_URL, WALLPAPER_URL, WEB_LOGO_URL, image_urls
 from htekd.tree import Value
 
 # Upgrade mode (P212) per protocol. FTP's value is not published, so it is never filled in.
@@ -22,15 +22,23 @@ COMMON_AES_KEY = "P8631"
 RESOURCE_URLS = {"P20175": "Language.tar", "P20176": "hlpres.tar", "P20177": "exp_pres.tar"}
 RING_URL = "P20174"  # a folder: the phone fetches ring4.bin .. ring8.bin from it
 RING_FILES = frozenset(f"ring{n}.bin" for n in range(4, 9))
+# Every parameter server_values() may fill in.
+FILLED_IN = frozenset({CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH, UPGRADE_MODE_CODE, RING_URL, *RESOURCE_URLS,
+                       SCREENSAVER_URL, WALLPAPER_URL, WEB_LOGO_URL})
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")  # an escaped brace, or a placeholder
 _index = attrgetter("index")
 
 
 def merge(layers: Iterable[Mapping[str, Value]]) -> dict[str, Value]:
-    """Later layers win, parameter by parameter."""
+    """Later layers win, parameter by parameter; for what htekd fills in, a factory value (a phone's
+    download as a layer) does not undo an earlier layer's choice."""
     merged: dict[str, Value] = {}
     for layer in layers:
+        chosen = [(code, merged[code]) for code in FILLED_IN if code in merged and not merged[code].factory]
         merged.update(layer)
+        for code, value in chosen:
+            if merged[code].factory:
+                merged[code] = value
     return merged
 
 
@@ -80,7 +88,7 @@ def settle(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
     or a layer left it at the phone's factory value (a phone's own download as a layer). A value
     whose placeholder has no value in this file is left out.
     """
-    filled = frozenset(code for code in defaults if code not in values or values[code].factory)
+    filled = frozenset(code for code in defaults if _unset(values, code))
     final: dict[str, str] = {code: defaults[code] for code in filled}
     for code, value in values.items():
         if code in filled:
@@ -95,6 +103,19 @@ def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapp
     """The phone's XML for these layered values (see settle() and layout())."""
     final, _ = settle(values, defaults, facts)
     return layout(final, lambda code: values[code].para if code in values else "")
+
+
+def _unset(values: Mapping[str, Value], code: str) -> bool:
+    """Whether htekd may fill `code` in: no layer set it, or left it at the factory value. A factory
+    upgrade mode still counts beside a config server path of the administrator's: together they
+    move phones to that protocol."""
+    value = values.get(code)
+    if value is None or not value.factory:
+        return value is None
+    if code == UPGRADE_MODE_CODE:
+        server = values.get(CONFIG_SERVER_PATH)
+        return server is None or server.factory
+    return True
 
 
 def layout(final: Mapping[str, str], para_of: Callable[[str], str]) -> bytes:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
+from htekd.escape import quoted, shown
 from htekd.events import say
 from htekd.resolution import Client, Resolution
 
@@ -33,6 +35,7 @@ class RequestRecord:
     firmware: str | None = None
     devcode: str | None = None
     reason: str = ""
+    confirmed: bool = True  # the client has shown it receives at `address` (see Client.confirmed)
 
     def as_dict(self) -> dict:
         return {
@@ -54,22 +57,31 @@ class RequestRecord:
     def text(self) -> str:
         client = f"{self.address}:{self.port}" if ":" not in self.address else f"[{self.address}]:{self.port}"
         # The name is quoted as JSON so a hostile name cannot forge a second log line.
-        parts = [_iso(self.time), self.protocol, client, _json_string(self.name), self.kind, self.outcome]
+        parts = [_iso(self.time), self.protocol, client, quoted(self.name), self.kind, self.outcome]
         if self.mac:
-            parts.append(f"mac={self.mac}")
+            parts.append(f"mac={_bare(self.mac)}")
         if self.model:
-            parts.append(f"model={self.model}")
+            parts.append(f"model={_bare(self.model)}")
         if self.firmware:
-            parts.append(f"firmware={self.firmware}")
+            parts.append(f"firmware={_bare(self.firmware)}")
         parts.append(f"bytes={self.bytes}")
         parts.append(f"ms={round(self.duration * 1000, 1)}")
         if self.reason:
-            parts.append(f"reason={_json_string(self.reason)}")
+            parts.append(f"reason={quoted(self.reason)}")
         return " ".join(parts)
 
+    def json(self) -> str:
+        # Outside its strings a JSON text has only printable ASCII: whatever shown() escapes is inside
+        # one, where \\uXXXX is the same character to a JSON reader.
+        return shown(json.dumps(self.as_dict(), ensure_ascii=False))
 
-# json.dumps(text, ensure_ascii=True) for a str, without building an encoder for every call.
-_json_string = json.encoder.encode_basestring_ascii
+
+_BARE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")  # what MACs, models and firmware versions look like
+
+
+def _bare(text: str) -> str:
+    """A field written unquoted when it looks like one (UC924, 2.0.4.2), quoted like a name otherwise."""
+    return text if (text.isascii() and text.isalnum()) or _BARE.fullmatch(text) else quoted(text)
 
 
 def _iso(moment: float) -> str:
@@ -149,8 +161,9 @@ class RequestLog:
         nbytes: int = 0,
         duration: float = 0.0,
         reason: str = "",
+        confirmed: bool | None = None,
     ) -> RequestRecord:
-        """Log one finished request. `outcome` defaults to the resolution's status."""
+        """Log one finished request. `outcome` defaults to the resolution's status, `confirmed` to the client's."""
         entry = RequestRecord(
             time=time.time(),
             protocol=client.protocol,
@@ -166,8 +179,9 @@ class RequestLog:
             firmware=self._redact(resolution.firmware),
             devcode=self._redact(resolution.devcode),
             reason=self._redact(reason or resolution.reason),
+            confirmed=client.confirmed if confirmed is None else confirmed,
         )
-        line = json.dumps(entry.as_dict(), ensure_ascii=False) if self.fmt == "json" else entry.text()
+        line = entry.json() if self.fmt == "json" else entry.text()
         # A name that was not UTF-8 arrives with surrogate escapes: keep them visible, never lose the line.
         line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         with self._lock:

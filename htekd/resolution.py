@@ -13,6 +13,7 @@ class Kind(str, enum.Enum):
     MODEL_CONFIG = "model-config"  # cfg<devcode>.xml
     PHONE_CONFIG = "phone-config"  # cfg<mac>.xml of a phone in the inventory
     UNKNOWN_PHONE = "unknown-phone"  # cfg<mac>.xml of a phone not in the inventory
+    PHONEBOOK = "phonebook"  # phonebook.xml, phonebook-<group>.xml: generated from the inventory
     PRIVATE = "private"  # cfg<mac>: the vendor's binary backup format, never served
     FIRMWARE = "firmware"  # fw*.rom, boot_*.bin, img_*.bin
     RESOURCE = "resource"  # ring tones, language and help tars, images
@@ -36,6 +37,9 @@ class Client:
     address: str  # IP address, no port
     port: int = 0
     user_agent: str = ""
+    # The peer has shown it receives at `address` (a TCP handshake). A UDP request has not: anyone can
+    # send one with another host's address, so it is never evidence against that host.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from htekd import render, tree
+from htekd import keys, phonebook, render, timezones, tree
 from htekd.aes import encrypt
 from htekd.config import ANYWHERE, Config
 from htekd.models import DEVCODE, models
@@ -96,6 +96,15 @@ class _State:
         self.prefix = [s for s in self.config.server.path_prefix.split("/") if s]
         self.files_folder = os.fspath(self.snapshot.files)
 
+    @functools.cached_property
+    def phonebook(self) -> phonebook.Book:
+        """Built once per snapshot, at its first use (two threads may both build it: same result)."""
+        return phonebook.build(self.snapshot.phones, self.snapshot.contacts, self.config.phonebook)
+
+    @property
+    def keys(self) -> keys.KeyTable:
+        return self.snapshot.keys or keys.EMPTY
+
     def allows(self, rule: str, address: str) -> bool:
         """[access] `rule` ("allow" or "phone_files") for `address`, parsed once per address."""
         key = (rule, address)
@@ -113,12 +122,15 @@ class Resolver:
     def __init__(self, config: Config, snapshot: tree.Snapshot):
         self._state = _State(config, snapshot)
         self._reload_lock = threading.Lock()
-        access = config.access
-        self._throttle = Throttle(access.throttle, access.throttle_window, access.throttle_penalty)
+        # Misses of confirmed requests (TCP) refuse a network everything; those of UDP requests,
+        # which anyone can send in another host's name, refuse it only phone files over UDP.
+        self._throttle = Throttle(*_throttle_settings(config.access))
+        self._udp_throttle = Throttle(*_throttle_settings(config.access))
+        self._homes: dict[str, str] = {}  # inventory MAC -> address of its last completed own-file transfer
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
-        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters))
+        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns))
 
     @property
     def snapshot(self) -> tree.Snapshot:
@@ -131,9 +143,9 @@ class Resolver:
     def reload(self, config: Config) -> None:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
-            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters)
-            access = config.access
-            self._throttle.configure(access.throttle, access.throttle_window, access.throttle_penalty)
+            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns)
+            for throttle in (self._throttle, self._udp_throttle):
+                throttle.configure(*_throttle_settings(config.access))
             self._state = _State(config, snapshot)
 
     # -- names -----------------------------------------------------------------------------
@@ -208,16 +220,39 @@ class Resolver:
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED, reason="address not allowed")
         if self._throttle.blocked(client.address):
             return Resolution(name=name, path=name, kind=Kind.NONE, status=Status.DENIED,
-                              reason="throttled: too many unknown or denied phone files")
+                              reason=f"throttled: too many unknown or denied phone files from "
+                                     f"{self._throttle.network(client.address)}")
         resolution = self._resolve(state, name, client, cached_only)
+        throttle = self._throttle if client.confirmed else self._udp_throttle
+        phone_file = resolution.kind in (Kind.UNKNOWN_PHONE, Kind.PHONE_CONFIG)
+        if (phone_file and not client.confirmed and throttle.blocked(client.address)
+                and self._homes.get(resolution.mac) != client.address):
+            # Answers go to the request's source: a phone's own file to the address it last completed
+            # a transfer from reaches that phone, whoever sent the request.
+            return _throttled(resolution, f"throttled: too many unknown or denied phone files over UDP from "
+                                          f"{throttle.network(client.address)}; phone files over UDP refused")
         phone_miss = resolution.kind is Kind.UNKNOWN_PHONE or (
             resolution.kind is Kind.PHONE_CONFIG and resolution.status is Status.DENIED)
-        if phone_miss and self._throttle.miss(client.address):
-            return dataclasses.replace(
-                resolution, status=Status.DENIED, content=None, file=None, size=0,
-                reason=f"throttled: more than {access.throttle} unknown or denied phone files in {access.throttle_window:g} s; "
-                       f"refused for {access.throttle_penalty:g} s")
+        if phone_miss and throttle.miss(client.address):
+            scope = "" if client.confirmed else " over UDP"
+            refused = "refused" if client.confirmed else "phone files over UDP refused"
+            return _throttled(resolution, f"throttled: more than {access.throttle} unknown or denied phone files in "
+                                          f"{access.throttle_window:g} s{scope} from {throttle.network(client.address)}; "
+                                          f"{refused} for {access.throttle_penalty:g} s")
         return resolution
+
+    def observe(self, record, client: Client) -> None:
+        """RequestLog observer: learns where each phone of the inventory completes transfers of its own
+        file, and counts against every protocol the misses of UDP requests their client acknowledged."""
+        if not record.confirmed:
+            return
+        if record.kind == Kind.PHONE_CONFIG.value and record.outcome == "ok" and record.mac:
+            homes = self._homes
+            if len(homes) >= MAX_CACHED and record.mac not in homes:
+                homes = self._homes = {}
+            homes[record.mac] = record.address
+        elif record.kind == Kind.UNKNOWN_PHONE.value and not client.confirmed:
+            self._throttle.miss(record.address)  # no forgery: the client answered from that address
 
     def _resolve(self, state: _State, name: str, client: Client, cached_only: bool) -> Resolution:
         agent = parse_user_agent(client.user_agent)
@@ -244,6 +279,9 @@ class Resolver:
             model_code = MODEL_CONFIG.match(leaf) if len(segments) == 1 else None
             if model_code:
                 return self._model(state, base, client, model_code[1], agent, cached_only)
+            book = phonebook.requested_group(leaf, state.config.phonebook) if len(segments) == 1 else False
+            if book is not False:
+                return self._phonebook(state, base, client, agent, book, cached_only)
             if PRIVATE_CONFIG.match(leaf) and len(segments) == 1:
                 base["mac"] = leaf[3:].lower()
                 return Resolution(**base, kind=Kind.PRIVATE, status=Status.NOT_FOUND,
@@ -262,6 +300,24 @@ class Resolver:
             raise _Refused(Status.DENIED, f"the User-Agent names another phone ({agent.mac})", Kind.PHONE_CONFIG)
         if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
             raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONE_CONFIG)
+
+    def _phonebook(self, state: _State, base: dict, client: Client, agent: UserAgent, group: str | None,
+                   cached_only: bool) -> Resolution:
+        """The company phonebook: for the networks allowed phone files, the same bytes over every protocol."""
+        access = state.config.access
+        if not state.allows("phone_files", client.address):
+            raise _Refused(Status.DENIED, "address not allowed phone files", Kind.PHONEBOOK)
+        if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
+            raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONEBOOK)
+        key = ("phonebook", group)
+        cached = state.cache.get(key)
+        if cached is None:
+            if cached_only:
+                raise _NeedsWork
+            if not state.phonebook.has(group):
+                raise _Refused(Status.NOT_FOUND, f"no phones or contacts in group {group}", Kind.PHONEBOOK)
+            cached = state.cache[key] = _with_etag(phonebook.document(state.phonebook.entries_for(group)))
+        return self._generated(state, base, Kind.PHONEBOOK, *cached)
 
     def _file(self, state: _State, base: dict, path: str, info: os.stat_result, overrides_config: bool) -> Resolution:
         leaf = path.rsplit("/", 1)[-1]
@@ -357,11 +413,13 @@ class Resolver:
 
     def _defaults(self, state: _State, protocol: str, model: str | None) -> dict[str, str]:
         model_info = models().get(model) if model else None
-        return render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names, model_info)
+        defaults = render.server_values(state.config.public_url(protocol), protocol, state.snapshot.resource_names, model_info)
+        defaults.update(timezones.default_values(state.config.server.timezone))
+        return defaults
 
     def _model_inputs(self, state: _State, devcode: str, model: str | None, protocol: str) -> render.Inputs:
         snapshot = state.snapshot
-        layers = [snapshot.common.values]
+        layers = [state.keys.for_model(model), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         server = state.config.server
@@ -380,7 +438,7 @@ class Resolver:
 
     def _unknown_inputs(self, state: _State, mac: str, model: str | None, protocol: str) -> render.Inputs:
         snapshot = state.snapshot
-        layers = [snapshot.common.values]
+        layers = [state.keys.for_model(model), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         facts = self._facts(state, protocol, model, None)
@@ -395,7 +453,7 @@ class Resolver:
 
     def _phone_inputs(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> render.Inputs:
         snapshot = state.snapshot
-        layers = [snapshot.common.values]
+        layers = [state.keys.for_phone(phone.mac, model, phone.group), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
         if phone.group in snapshot.groups:
@@ -407,7 +465,9 @@ class Resolver:
         facts.update(phone.variables, mac=phone.mac, mac_colons=_colons(phone.mac))
         if phone.group:
             facts["group"] = phone.group
-        return render.Inputs(render.merge(layers), self._defaults(state, protocol, model), facts)
+        defaults = self._defaults(state, protocol, model)
+        defaults.update(phonebook.phone_values(state.config, state.phonebook, phone))
+        return render.Inputs(render.merge(layers), defaults, facts)
 
     def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
         content = render.render(*self._phone_inputs(state, phone, model, protocol))
@@ -511,6 +571,15 @@ def _model_of_devcode(state: _State, sharing: tuple, agent: UserAgent) -> str | 
         return agent.model
     with_layer = [n for n in names if n in state.snapshot.models]
     return with_layer[0] if len(with_layer) == 1 else (names[0] if len(names) == 1 else None)
+
+
+def _throttle_settings(access) -> tuple:
+    return (access.throttle, access.throttle_window, access.throttle_penalty, access.throttle_ipv4_prefix,
+            access.throttle_ipv6_prefix)
+
+
+def _throttled(resolution: Resolution, reason: str) -> Resolution:
+    return dataclasses.replace(resolution, status=Status.DENIED, content=None, file=None, size=0, reason=reason)
 
 
 def _without_secrets(values: dict, secrets: frozenset) -> dict:

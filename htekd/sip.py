@@ -37,6 +37,7 @@ _STATUS_LINE = re.compile(r"\ASIP/2\.0 ([1-6][0-9]{2}) ?(.*)\Z")
 _REQUEST_LINE = re.compile(r"\A([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/2\.0\Z")
 _HEADER_NAME = re.compile(r"\A[A-Za-z0-9.!%*_+`'~-]+\Z")
 _HEX12 = re.compile(r"\A[0-9a-f]{12}\Z")
+_MODEL_OR_VERSION = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")  # UC924, 2.0.4.6.41
 
 
 @dataclass(frozen=True)
@@ -339,8 +340,10 @@ def pnp_phone(subscribe: Message) -> PnpPhone | None:
     package, params = event(subscribe.header("event"))
     if package != "ua-profile":
         return None
-    return PnpPhone(_mac_of(subscribe), params.get("vendor", ""), params.get("model", ""),
-                    params.get("version", ""), subscribe.header("user-agent") or "")
+    # Model and version end up in the log and `htekd phones`: anything that is not one is left out.
+    model, version = (value if _MODEL_OR_VERSION.match(value) else ""
+                      for value in (params.get("model", ""), params.get("version", "")))
+    return PnpPhone(_mac_of(subscribe), params.get("vendor", ""), model, version, subscribe.header("user-agent") or "")
 
 
 def _mac_of(subscribe: Message) -> str | None:
@@ -383,9 +386,14 @@ def parse_challenge(value: str) -> dict[str, str]:
 
 
 def digest_authorization(challenge: str, method: str, uri: str, user: str, password: str,
-                         cnonce: str | None = None, nc: int = 1) -> str:
-    """The Authorization value answering a Digest challenge (MD5 or MD5-sess, qop auth or none)."""
+                         cnonce: str | None = None, nc: int = 1, realm: str = "") -> str:
+    """The Authorization value answering a Digest challenge (MD5 or MD5-sess, qop auth or none).
+
+    With `realm`, a challenge for any other realm is refused (DigestError): an answer is an MD5 of the
+    password that whoever challenged can try guesses against, so it goes only where it is expected."""
     params = parse_challenge(challenge)
+    if realm and params["realm"] != realm:
+        raise DigestError(f"challenge for realm {params['realm']!r}, not the configured {realm!r}: credentials not sent")
     algorithm = params.get("algorithm", "MD5")
     if algorithm.upper() not in ("MD5", "MD5-SESS"):
         raise DigestError(f"unsupported digest algorithm {algorithm!r}")

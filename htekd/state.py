@@ -23,6 +23,13 @@ DATABASE = "phones.sqlite"
 QUEUE_LIMIT = 100_000
 # After the first row of a burst the writer waits this long, so the burst becomes one transaction.
 BATCH_WINDOW = 0.2
+# Rows kept for MACs outside the inventory (anyone can name any MAC); the least recently seen go first.
+MAX_OTHER_PHONES = 10_000
+# What a phone's address is learned from: a transfer of its own file, completed, from a client that
+# showed it receives at that address. Anything else (a firmware fetch naming a MAC in its User-Agent,
+# a PnP SUBSCRIBE, a UDP request never acknowledged) could come from someone else.
+OWN_FILES = ("phone-config", "unknown-phone")
+ADDRESSES_CONFIRMED = 1  # the database's user_version from which addresses come only from such transfers
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phones (
@@ -74,7 +81,7 @@ ON CONFLICT (mac) DO UPDATE SET
     model = COALESCE(excluded.model, model),
     devcode = COALESCE(excluded.devcode, devcode),
     firmware = COALESCE(excluded.firmware, firmware),
-    address = excluded.address,
+    address = COALESCE(excluded.address, address),
     protocol = excluded.protocol,
     last_file = excluded.last_file,
     outcome = excluded.outcome,
@@ -130,8 +137,18 @@ def database_path(state_dir: Path) -> Path:
     return Path(state_dir) / DATABASE
 
 
+TRIM_OTHER_PHONES = """
+DELETE FROM phones WHERE mac IN (
+    SELECT mac FROM phones WHERE mac NOT IN (SELECT mac FROM temp.inventory)
+    ORDER BY last_seen DESC LIMIT -1 OFFSET ?)
+"""
+
+
 class PhoneStore:
     """The daemon's writer: observe() queues, a thread commits in batches, close() flushes.
+
+    `inventory` (the MACs of phones.csv, set by the daemon) decides which rows are bounded: only
+    confirmed requests make rows for other MACs, and at most MAX_OTHER_PHONES are kept.
     Its read methods (for the console) open their own read-only connection, from any thread."""
 
     def __init__(self, state_dir: Path, history: int = HISTORY):
@@ -146,6 +163,11 @@ class PhoneStore:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(SCHEMA)
+            if connection.execute("PRAGMA user_version").fetchone()[0] < ADDRESSES_CONFIRMED:
+                # Addresses written before were taken from any request, a forged one included.
+                with connection:
+                    connection.execute("UPDATE phones SET address = NULL")
+                    connection.execute(f"PRAGMA user_version = {ADDRESSES_CONFIRMED}")
         except sqlite3.Error as exc:
             raise StateError(f"cannot open {self.path}: {exc}") from None
         self._connection = connection
@@ -155,6 +177,9 @@ class PhoneStore:
         self._closing = threading.Event()
         self._dropped = 0
         self._failing = False
+        self.inventory: frozenset[str] = frozenset()
+        self._inventory_written: frozenset[str] | None = None  # what temp.inventory holds
+        self.max_other_phones = MAX_OTHER_PHONES
         self.commits = 0  # batches written: what was read before is stale once it changes
         self._writer = threading.Thread(target=self._write_loop, name="htekd-state", daemon=True)
         self._writer.start()
@@ -170,12 +195,15 @@ class PhoneStore:
                 self._pending.set()
         if not record.mac and not (record.devcode and record.model):
             return
+        if record.mac and not record.confirmed and record.mac not in self.inventory:
+            return  # a forged UDP request would make a row for every MAC it names
         self._rows.append({
             "mac": record.mac,
             "model": record.model,
             "devcode": record.devcode,
             "firmware": record.firmware,
-            "address": record.address,
+            "address": record.address if (record.confirmed and record.outcome == "ok"
+                                           and record.kind in OWN_FILES) else None,
             "protocol": record.protocol,
             "name": _storable(record.name),
             "outcome": record.outcome,
@@ -221,7 +249,7 @@ class PhoneStore:
             if before is None:
                 merged[value] = dict(row)
                 continue
-            for fact in ("model", "devcode", "firmware"):
+            for fact in ("model", "devcode", "firmware", "address"):
                 if row[fact] is None:
                     row = {**row, fact: before[fact]}
             merged[value] = {**row, "first": min(before["first"], row["first"]), "time": max(before["time"], row["time"]),
@@ -233,12 +261,16 @@ class PhoneStore:
             with self._connection:
                 self._connection.executemany(UPSERT_PHONE, self._merged(rows, "mac"))
                 self._connection.executemany(UPSERT_DEVCODE, self._merged([row for row in rows if row["model"]], "devcode"))
+                inventory = self.inventory
+                if any(row["mac"] and row["mac"] not in inventory for row in rows):
+                    self._trim_other_phones(inventory)
                 if requests:
                     self._connection.executemany(INSERT_REQUEST, (
                         tuple(_storable(getattr(record, name)) for name in REQUEST_FIELDS) for record in requests))
                     self._connection.execute("DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?",
                                              (self.history,))
         except sqlite3.Error as exc:
+            self._inventory_written = None  # rolled back with the rest
             if not self._failing:
                 say(f"phones seen: cannot write {self.path}: {exc}")
             self._failing = True
@@ -251,6 +283,15 @@ class PhoneStore:
             say(f"phones seen: {self._dropped} requests not recorded (writer too slow)")
             self._dropped = 0
 
+    def _trim_other_phones(self, inventory: frozenset[str]) -> None:
+        """Inside the writer's transaction: keep the MAX_OTHER_PHONES most recent rows outside `inventory`."""
+        connection = self._connection
+        if inventory is not self._inventory_written:
+            connection.execute("CREATE TEMP TABLE IF NOT EXISTS inventory (mac TEXT PRIMARY KEY)")
+            connection.execute("DELETE FROM temp.inventory")
+            connection.executemany("INSERT INTO temp.inventory VALUES (?)", ((mac,) for mac in inventory))
+            self._inventory_written = inventory
+        connection.execute(TRIM_OTHER_PHONES, (self.max_other_phones,))
 
     # -- reading, for the console --------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from htekd import phonexml
 from htekd.catalog import (AmbiguousName, CatalogError, Param, UnknownParameter, catalog, is_pcode, name_key,
@@ -24,12 +24,13 @@ from htekd.models import models
 MAC_INPUT = re.compile(r"\A(?:[0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}){4})\Z")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 # Columns of phones.csv that are not parameters.
-RESERVED_COLUMNS = ("mac", "model", "group", "aes_key")
+RESERVED_COLUMNS = ("mac", "model", "group", "aes_key", "timezone", "phonebook")
 # Facts htekd knows about every request; usable as {placeholders} anywhere.
 FACTS = (
     "mac", "mac_colons", "model", "group", "devcode", "protocol",
     "server_url", "server_host", "config_url", "firmware_url", "firmware_file",
 )
+SUGGESTED_NAMES = 10  # unknown element names per file that get the closest known names suggested
 _GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # Characters XML 1.0 cannot carry: a file holding one is unreadable for the phone.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -90,6 +91,7 @@ class Phone:
     values: Mapping[str, Value]  # parameters from the row (non-empty cells)
     variables: Mapping[str, str]  # other columns, for {placeholders}
     aes_key: str = ""
+    in_phonebook: bool = True  # phones.csv column phonebook = no keeps a phone out of phonebook.xml
 
 
 EMPTY_LAYER = Layer("", MappingProxyType({}))
@@ -104,9 +106,10 @@ class Snapshot:
     groups: Mapping[str, Layer]
     phone_layers: Mapping[str, Layer]  # mac -> settings/phones/<mac>.xml
     phones: Mapping[str, Phone]
-    variables: frozenset  # column names usable as placeholders
     resource_names: frozenset  # files present directly under files/ at load time
     secrets: frozenset = frozenset()  # P-codes set anywhere in the tree that hold a credential
+    keys: object = None  # keys.KeyTable of settings/keys.csv (None: no table)
+    contacts: tuple = ()  # phonebook.Entry rows of settings/contacts.csv
     columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # P-code -> the phones.csv column heading that sets it
     loaded_at: float = field(default_factory=time.time)
 
@@ -119,7 +122,12 @@ class SettingsReader:
         self.problems: list[Problem] = []
         self.marked_secret = secret_parameters  # P-codes the administrator marked in htekd.conf
         self.secrets: set[str] = set()  # every secret P-code met
-        self.unknown_reported: dict[str, set[str]] = {}  # file -> unknown P-codes already reported
+        self.secret_names: dict[str, tuple[str, str]] = {}  # P-code -> (name, file) that made it secret
+        # Unknown P-codes, once per file: (file, code) -> (where in problems, line, para, prefix); reported
+        # by report_unknown_codes() once every file is read, since a name in one file makes a code secret in all.
+        self.unknown_found: dict[tuple[str, str], tuple[int, int, str, str]] = {}
+        self.unknown_paras: dict[str, str] = {}  # unknown P-code -> the first name it was given
+        self.suggestions_left: dict[str, int] = {}  # file -> unknown element names still given suggestions
 
     def error(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(file, line, message))
@@ -156,7 +164,9 @@ class SettingsReader:
                 self.error(file, setting.line, f"<{setting.key}>: {exc}")
                 return None
             except UnknownParameter:
-                close = cat.suggest(setting.key)
+                left = self.suggestions_left.setdefault(file, SUGGESTED_NAMES)
+                self.suggestions_left[file] = left - 1
+                close = cat.suggest(setting.key) if left > 0 else []  # each costs a scan of every name
                 hint = f" (did you mean {', '.join(close)}?)" if close else " (write it as a P-code if the phone has it)"
                 self.error(file, setting.line, f"<{setting.key}> is not a parameter name htekd knows{hint}")
                 return None
@@ -172,24 +182,34 @@ class SettingsReader:
         return code
 
     def unknown_code(self, file: str, line: int, code: str, para: str, where: str = "") -> None:
-        """One warning per unknown code and file, saying how it is treated and why (`where`: e.g. the column)."""
-        reported = self.unknown_reported.setdefault(file, set())
-        if code in reported:
-            return
-        reported.add(code)
-        named = f" (para {para!r})" if para else ""
-        if code in self.marked_secret:
-            how = "treated as a secret: [htekd] secret_parameters marks it"
-        elif para and secret_name(para):
-            how = "treated as a secret: its name says it holds a credential"
-        else:
-            how = "not treated as a secret (add it to [htekd] secret_parameters if it holds a credential)"
-        self.warn(file, line, f"{where}{code}{named} is not in the parameter catalog: sent as is, {how}")
+        """Note an unknown code, reported once per file (`where`: e.g. the column) by report_unknown_codes()."""
+        self.unknown_found.setdefault((file, code), (len(self.problems), line, para, where))
+
+    def report_unknown_codes(self) -> None:
+        """One warning per unknown code and file, saying how it is treated and why, where it was found."""
+        for (file, code), (index, line, para, where) in reversed(self.unknown_found.items()):
+            named = f" (para {para!r})" if para else ""
+            if code in self.marked_secret:
+                how = "treated as a secret: [htekd] secret_parameters marks it"
+            elif code in self.secret_names:
+                name, source = self.secret_names[code]
+                how = f"treated as a secret: its name {name!r}{'' if source == file else f' in {source}'} says so"
+            else:
+                how = "not treated as a secret (add it to [htekd] secret_parameters if it holds a credential)"
+            self.problems.insert(index, Problem(file, line, f"{where}{code}{named} is not in the parameter catalog: "
+                                                f"sent as is, {how}", "warning"))
+        self.unknown_found.clear()
 
     def value(self, file: str, line: int, code: str, text: str, para: str = "") -> Value:
         cat = catalog()
         param = cat.get(code)
-        secret = code in self.marked_secret or cat.is_secret(code) or secret_name(para)
+        if param is None:  # a name given once is kept for the rendered file, whichever layer wins
+            para = para or self.unknown_paras.get(code, "")
+            if para:
+                self.unknown_paras.setdefault(code, para)
+        if para and secret_name(para):
+            self.secret_names.setdefault(code, (para, file))
+        secret = code in self.marked_secret or cat.is_secret(code) or code in self.secret_names
         if secret:
             self.secrets.add(code)
         literal = param is not None and not cat.takes_placeholders(param)
@@ -199,7 +219,6 @@ class SettingsReader:
             self.error(file, line, f"{code}: {problem}")
         return Value(text, f"{file}:{line}", used, para=para if param is None else "",
                      factory=_is_factory(param, text), literal=literal)
-
 
 
 class _Loader(SettingsReader):
@@ -365,6 +384,10 @@ class _Loader(SettingsReader):
                     self.error(file, line, f"column {header[index]!r}: {problem}")
             elif cell != "":
                 values[key] = self.value(file, line, key, cell)
+        _timezone_value(self, file, line, by_key.get("timezone", ""), values)
+        in_phonebook = by_key.get("phonebook", "").lower()
+        if in_phonebook not in ("", "yes", "no"):
+            self.error(file, line, f"phonebook: expected yes, no or empty, got {in_phonebook!r}")
         aes_key = by_key.get("aes_key", "")
         if aes_key:
             from htekd.aes import InvalidKey, parse_key
@@ -374,7 +397,25 @@ class _Loader(SettingsReader):
             except InvalidKey as exc:
                 self.error(file, line, f"aes_key: {exc}")
                 aes_key = ""
-        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key)
+        return Phone(mac, model_name, group, line, MappingProxyType(values), MappingProxyType(variables), aes_key,
+                     in_phonebook != "no")
+
+
+def _timezone_value(loader: _Loader, file: str, line: int, zone: str, values: dict[str, Value]) -> None:
+    """A phone's timezone column, as the P64 of its row unless the row sets P64 itself."""
+    from htekd.timezones import TIMEZONE_CODE, UnknownZone, index_of
+
+    if not zone:
+        return
+    try:
+        index, problem = index_of(zone)
+    except UnknownZone as exc:
+        loader.error(file, line, f"timezone: {exc}")
+        return
+    if problem:
+        loader.warn(file, line, problem)
+    elif TIMEZONE_CODE not in values:
+        values[TIMEZONE_CODE] = Value(index, f"{file}:{line}")
 
 
 def _not_xml(text: str) -> str | None:
@@ -412,6 +453,15 @@ def _column_code(placeholder: str, parameter_columns: Mapping[str, str]) -> str 
         return None
 
 
+def _column_names(parameter_columns: Mapping[str, str]) -> set[str]:
+    """Every placeholder that names a parameter column: its heading, its P-code, its parameter's names."""
+    names = set(parameter_columns)
+    for code in parameter_columns.values():
+        param = catalog().get(code)
+        names |= {code, *(catalog().names(param) if param else ())}
+    return names
+
+
 def _with_column_placeholders(phone: Phone, from_columns: Mapping[str, str]) -> Phone:
     cells = {name: phone.values[code].value for name, code in from_columns.items() if code in phone.values}
     return dataclasses.replace(phone, variables=MappingProxyType({**phone.variables, **cells}))
@@ -427,27 +477,30 @@ def _is_parameter_name(column: str) -> bool:
     return True
 
 
-def load(root: Path, secret_parameters: frozenset = frozenset()) -> tuple[Snapshot, list[Problem]]:
+def load(root: Path, secret_parameters: frozenset = frozenset(), used_columns: Iterable[str] = ()) -> tuple[Snapshot, list[Problem]]:
     """Read the whole tree. Returns the snapshot and every problem found (errors and warnings).
 
-    `secret_parameters`: P-codes the administrator marked secret, beyond the catalog's."""
+    `secret_parameters`: P-codes the administrator marked secret, beyond the catalog's;
+    `used_columns`: phones.csv columns htekd.conf names (the phonebook's), which are not notes."""
     root = Path(root)
     loader = _Loader(root, frozenset(secret_parameters))
     try:
-        return _load(root, loader), loader.problems
+        snapshot = _load(root, loader, frozenset(used_columns))
+        loader.report_unknown_codes()
+        return snapshot, loader.problems
     except OSError as exc:  # a folder htekd may not enter, say: every other read reports its own file
         loader.error(loader.rel(Path(exc.filename or root)), 0, f"cannot read: {exc.strerror}")
     except _NoRoot:
         loader.error(str(root), 0, "content tree root does not exist")
     empty = MappingProxyType({})
-    return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset(), frozenset()), loader.problems
+    return Snapshot(root, root / "files", EMPTY_LAYER, empty, empty, empty, empty, frozenset()), loader.problems
 
 
 class _NoRoot(Exception):
     pass
 
 
-def _load(root: Path, loader: _Loader) -> Snapshot:
+def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
     if not root.is_dir():
         raise _NoRoot
     files = root / "files"
@@ -472,11 +525,11 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
             continue
         phone_layers[mac] = layer
     phones, variables, parameter_columns = loader.phones(root / "phones.csv")
+    from htekd import keys, phonebook  # here, not at the top: both build on this module's Value and Phone
 
     known = set(FACTS) | set(variables)
     columns_by_code = {code: column for column, code in parameter_columns.items()}
     from_columns: dict[str, str] = {}  # placeholder -> P-code of the phones.csv column it names
-    used: set[str] = set()
 
     def check_placeholders(value: Value, file: str, line: int, code: str) -> None:
         for variable in sorted(value.variables - known - from_columns.keys()):
@@ -487,6 +540,14 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
             loader.error(file, line, f"{code}: unknown placeholder {{{variable}}} (not a column of phones.csv "
                          f"nor one of: {', '.join(FACTS)})")
 
+    layers = {"common": common, "models": model_layers, "groups": group_layers, "phone_layers": phone_layers}
+    key_table = keys.load(loader, root, phones, layers, known | _column_names(parameter_columns))
+    for variable in key_table.variables:
+        if variable not in known:
+            from_columns[variable] = _column_code(variable, parameter_columns)
+    contacts = phonebook.load_contacts(loader, root)
+
+    used: set[str] = set(key_table.variables) | used_columns
     for layer in (common, *model_layers.values(), *group_layers.values(), *phone_layers.values()):
         for code, value in layer.values.items():
             used |= value.variables
@@ -523,16 +584,17 @@ def _load(root: Path, loader: _Loader) -> Snapshot:
         groups=MappingProxyType(group_layers),
         phone_layers=MappingProxyType(phone_layers),
         phones=MappingProxyType(phones),
-        variables=frozenset(variables) | from_columns.keys(),
         resource_names=resource_names,
         secrets=frozenset(loader.secrets),
+        keys=key_table,
+        contacts=contacts,
         columns=MappingProxyType(columns_by_code),
     )
 
 
-def load_strict(root: Path, secret_parameters: frozenset = frozenset()) -> Snapshot:
+def load_strict(root: Path, secret_parameters: frozenset = frozenset(), used_columns: Iterable[str] = ()) -> Snapshot:
     """The snapshot the daemon serves: any error refuses the whole tree."""
-    snapshot, problems = load(root, secret_parameters)
+    snapshot, problems = load(root, secret_parameters, used_columns)
     if any(p.severity == "error" for p in problems):
         raise TreeError(problems)
     return snapshot

@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -96,10 +97,15 @@ def site(tmp_path) -> Path:
 class Daemon:
     """One `htekd serve` process and what a test needs to talk to it."""
 
-    def __init__(self, site: Path, config_path: Path, ports: dict[str, int], log_path: Path, cacert: Path, env):
+    def __init__(self, site: Path, config_path: Path, ports: dict[str, int], log_path: Path, cacert: Path, env,
+                 nofile: int | None = None):
         self.site, self.config_path, self.ports, self.log_path, self.cacert = site, config_path, ports, log_path, cacert
         self.root = site / "root"
         self.state_dir = site / "state"
+
+        def limit_descriptors():  # in the child, before exec: as LimitNOFILE= would
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "htekd", "serve", "-c", str(config_path)],
             stdin=subprocess.DEVNULL,
@@ -107,6 +113,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             env=env,
             cwd=site,
+            preexec_fn=limit_descriptors if nofile else None,
         )
         self._stderr = LineReader(self.proc.stderr)
         self._stdout = LineReader(self.proc.stdout)
@@ -217,12 +224,13 @@ def _test_env(extra: dict | None) -> dict:
 
 @pytest.fixture
 def daemon(site, tls_files):
-    """Factory: start(overrides=None, env=None, wait=True) -> Daemon.
+    """Factory: start(overrides=None, env=None, wait=True, nofile=None) -> Daemon.
 
     The config is the example's htekd.conf with free loopback ports (server_url = this HTTP
     listener), the request log in
     site/requests.log, state in site/state, HTTPS on with a self-signed certificate (Daemon.cacert),
     then `overrides` ({section: {key: value}}) on top. `env` adds variables (None removes one).
+    `nofile` is the daemon's descriptor limit (RLIMIT_NOFILE), as LimitNOFILE= sets it.
     With wait=True the call returns once stderr says "htekd: ready". Every daemon is stopped at teardown.
     """
     certificate, private_key = tls_files
@@ -230,7 +238,8 @@ def daemon(site, tls_files):
     original = example_conf.read_text(encoding="utf-8") if example_conf.exists() else ""
     started: list[Daemon] = []
 
-    def start(overrides: dict[str, dict[str, str]] | None = None, env: dict | None = None, wait: bool = True) -> Daemon:
+    def start(overrides: dict[str, dict[str, str]] | None = None, env: dict | None = None, wait: bool = True,
+              nofile: int | None = None) -> Daemon:
         parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
         parser.read_string(original, source=str(example_conf))
         for section in ("htekd", *PROTOCOLS):
@@ -273,7 +282,7 @@ def daemon(site, tls_files):
                 ports[protocol] = int(first.rpartition(":")[2])
         with open(example_conf, "w", encoding="utf-8") as handle:
             parser.write(handle)
-        running = Daemon(site, example_conf, ports, log_path, certificate, _test_env(env))
+        running = Daemon(site, example_conf, ports, log_path, certificate, _test_env(env), nofile)
         started.append(running)
         if wait:
             running.wait_ready()

@@ -100,20 +100,46 @@ def test_throttle_counts_within_the_window_and_forgives_after_the_penalty():
 
 
 def test_throttle_memory_is_bounded():
+    from htekd import throttle as module
+
     now = [0.0]
-    throttle = Throttle(limit=1, window=60, penalty=60, max_addresses=100, clock=lambda: now[0])
+    throttle = Throttle(limit=1, window=60, penalty=600, max_networks=100, clock=lambda: now[0])
     for n in range(10_000):
-        address = f"10.0.{n // 256}.{n % 256}"
-        assert not throttle.miss(address) and throttle.miss(address)  # the second miss blocks it
-        now[0] += 1
+        for address in (f"10.0.{n // 256}.{n % 256}", f"2001:db8:{n:x}::{n:x}"):
+            assert not throttle.miss(address) and throttle.miss(address)  # the second miss blocks it
+        now[0] += 0.01  # all still within their penalty
     assert len(throttle._misses) <= 100
     assert len(throttle._blocked) <= 100
+    assert len(throttle._keys) <= module.MAX_KEYS
+    assert throttle.blocked("2001:db8:270f::1")  # the latest are kept
+
+
+def test_throttle_counts_an_ipv6_64_as_one_and_ipv4_addresses_apart():
+    throttle = Throttle(limit=3, window=60, penalty=60)
+    for n in range(3):
+        assert not throttle.miss(f"2001:db8:1:2::{n + 1:x}")
+    assert throttle.miss("2001:db8:1:2:ffff:ffff:ffff:ffff")  # a fourth address of the same /64
+    assert throttle.blocked("2001:db8:1:2::abcd") and not throttle.blocked("2001:db8:1:3::1")
+    for n in range(10):
+        assert not throttle.miss(f"192.0.2.{n}")  # one miss each: IPv4 addresses are apart
+    assert throttle.network("::ffff:192.0.2.7") == "192.0.2.7/32"
+
+
+def test_throttle_prefix_lengths_are_configurable():
+    throttle = Throttle(limit=2, window=60, penalty=60, ipv4_prefix=24, ipv6_prefix=48)
+    assert throttle.network("192.0.2.77") == "192.0.2.0/24"
+    assert throttle.network("2001:db8:1:2::5") == "2001:db8:1::/48"
+    for address in ("192.0.2.1", "192.0.2.2"):
+        assert not throttle.miss(address)
+    assert throttle.miss("192.0.2.3") and throttle.blocked("192.0.2.200") and not throttle.blocked("192.0.3.1")
 
 
 @pytest.mark.parametrize("key, value, message", [
     ("allow", "192.168.1.0/33", "[access] allow: '192.168.1.0/33' is not a network"),
     ("user_agent_mac", "maybe", "[access] user_agent_mac: must be one of check, ignore"),
     ("throttle", "-1", "[access] throttle: must be between 0"),
+    ("throttle_ipv6_prefix", "129", "[access] throttle_ipv6_prefix: must be between 16"),
+    ("throttle_ipv4_prefix", "/24", "[access] throttle_ipv4_prefix:"),
 ])
 def test_bad_access_settings_are_one_line_naming_the_key(tmp_path: Path, key: str, value: str, message: str):
     conf = site(tmp_path, f"{key} = {value}")
@@ -162,3 +188,52 @@ def test_a_raised_throttle_limit_applies_to_addresses_already_counted(tmp_path: 
     resolver.reload(load_config(conf))
     answers = sum(ask(resolver, f"cfg001fc1ee01{n:02d}.xml", address=scanner).ok for n in range(30))
     assert answers == 5
+
+
+def udp(address: str = "192.168.1.20") -> Client:
+    return Client("tftp", address, 5000, confirmed=False)
+
+
+def test_unconfirmed_udp_misses_refuse_only_phone_files_over_udp(tmp_path: Path):
+    resolver = resolver_for(site(tmp_path, "throttle = 3"))
+    victim = "192.168.1.20"
+    for n in range(50):  # forged in the victim's name
+        resolver.resolve(f"cfg001fc1ee{n:04x}.xml", udp(victim))
+    refused = resolver.resolve("cfg001fc1000001.xml", udp(victim))
+    assert refused.status is Status.DENIED and "over UDP" in refused.reason and refused.content is None
+    assert resolver.resolve("cfg0012.xml", udp(victim)).ok  # model files and firmware: still served
+    assert ask(resolver, "cfg001fc1000001.xml", address=victim).ok  # and everything over TCP
+    assert ask(resolver, "cfg001fc1ee0100.xml", address=victim).ok
+    assert resolver.resolve("cfg001fc1000001.xml", udp("192.168.1.21")).ok  # and other addresses
+
+
+def test_a_phone_at_a_forged_address_still_gets_its_own_file_over_udp(tmp_path: Path):
+    from htekd.requestlog import RequestRecord
+
+    resolver = resolver_for(site(tmp_path, "throttle = 3"))
+    victim = "192.168.1.20"
+    own = resolver.resolve("cfg001fc1000001.xml", udp(victim))
+    assert own.ok
+    record = RequestRecord(0.0, "tftp", victim, 5000, own.name, own.kind.value, "ok", own.size, 0.1, mac=own.mac,
+                           confirmed=True)  # the phone acknowledged every block
+    resolver.observe(record, udp(victim))
+    for n in range(50):
+        resolver.resolve(f"cfg001fc1ee{n:04x}.xml", udp(victim))
+    assert resolver.resolve("cfg001fc1000001.xml", udp(victim)).ok
+    assert resolver.resolve("cfg001fc1000002.xml", udp(victim)).status is Status.DENIED
+
+
+def test_acknowledged_udp_misses_count_on_every_protocol(tmp_path: Path):
+    from htekd.requestlog import RequestRecord
+
+    resolver = resolver_for(site(tmp_path, "throttle = 5"))
+    scanner = "192.168.1.66"
+    for n in range(3):
+        answer = resolver.resolve(f"cfg001fc1ee{n:04x}.xml", udp(scanner))
+        assert answer.ok and answer.kind is Kind.UNKNOWN_PHONE
+        acknowledged = n < 2  # the third never answered: it could have been forged
+        record = RequestRecord(0.0, "tftp", scanner, 5000, answer.name, answer.kind.value, "ok", answer.size, 0.1,
+                               mac=answer.mac, confirmed=acknowledged)
+        resolver.observe(record, udp(scanner))
+    answers = sum(ask(resolver, f"cfg001fc1ef{n:04x}.xml", address=scanner).ok for n in range(20))
+    assert answers == 3

@@ -27,6 +27,10 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path):
     assert config.tftp.enabled and config.ftp.enabled and config.http.enabled and not config.https.enabled
     assert config.tftp.listen == (Address("0.0.0.0", 69),)
     assert config.ftp.passive_ports == (50000, 50100)
+    assert config.ftp.timeout == 60 and config.http.timeout == 60
+    assert config.ftp.connections_per_address == config.http.connections_per_address == 16
+    assert config.https.connections_per_address == 16 and config.tftp.max_transfers == 1000
+    assert "RSA" not in config.https.ciphers and config.https.ciphers.startswith("ECDHE+")
     assert config.public_url("http") == "http://192.168.0.10"
     assert config.public_url("tftp") == "tftp://192.168.0.10"
 
@@ -58,6 +62,10 @@ BAD = [
     (MINIMAL + "log_format = xml\n", "htekd", "log_format", "text, json"),
     (MINIMAL + "[tftp]\nenabled = perhaps\n", "tftp", "enabled", "yes or no"),
     (MINIMAL + "[tftp]\ntimeout = soon\n", "tftp", "timeout", "number"),
+    (MINIMAL + "[tftp]\nmax_transfers = 0\n", "tftp", "max_transfers", "between 1 and"),
+    (MINIMAL + "[http]\nconnections_per_address = -1\n", "http", "connections_per_address", "between 0 and"),
+    (MINIMAL + "[ftp]\nconnections_per_address = many\n", "ftp", "connections_per_address", "number"),
+    (MINIMAL + "[https]\nciphers = RC4-NONSENSE\n", "https", "ciphers", "selects no cipher"),
     (MINIMAL + "[ftp]\npassive_ports = 50100-50000\n", "ftp", "passive_ports", "range"),
     (MINIMAL + "[ftp]\nuser = admin\n", "ftp", "password", "together"),
     (MINIMAL + "[https]\nenabled = yes\ncertificate = missing.pem\n", "https", "certificate", "does not exist"),

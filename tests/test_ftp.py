@@ -353,7 +353,7 @@ def test_pyftpdlib_says_nothing_per_command(daemon, big):
 def test_parallel_clients(daemon, big, mode):
     """pyftpdlib as shipped stalls ~10 % of active-mode sessions at this load (a closed connector
     unregisters a reused file descriptor); every fetch here must arrive whole."""
-    d = daemon()
+    d = daemon({"ftp": {"connections_per_address": str(PARALLEL_CLIENTS)}})  # every client is at 127.0.0.1
     generated = render(d, "0012")
     failures: list[str] = []
 

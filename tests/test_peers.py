@@ -285,3 +285,46 @@ def test_import_writes_a_name_keyed_template_in_pcode_form(tmp_path):
     broken = htekd("import", str(source))
     assert broken.returncode == 1 and broken.stderr.startswith(f"htekd import: {source}:")
     assert "error: malformed XML" in broken.stderr
+
+
+# -- edges a review found ---------------------------------------------------------------------------
+
+
+def test_a_factory_value_in_a_later_layer_does_not_undo_an_earlier_choice(tmp_path):
+    factory = settings_xml(("P192", catalog().get("P192").default), ("P212", "1"))
+    conf = make_site(tmp_path, csv=f"mac,model\n{MAC},UC924\n", phones={MAC: factory},
+                     common=settings_xml(("P192", "http://fw.example.com/htek"), ("P237", "http://10.0.0.9/cfg")))
+    values = params_of(resolver_for(conf).resolve(f"cfg{MAC}.xml", client("tftp")).content)
+    assert values["P192"] == "http://fw.example.com/htek"
+    assert (values["P237"], values["P212"]) == ("http://10.0.0.9/cfg", "1")  # moved to HTTP, as the layers say
+
+
+def test_secrets_hidden_behind_a_separator_an_entity_or_a_placeholder_stay_hidden(tmp_path):
+    common = settings_xml(("P99003", "Config AES Key", "0123abcd"), ("P99004", "Account1.AES.Key", "4567"),
+                          ("P64", "Preference_TimeZone", "{Account1_AuthenticatePassword}"),
+                          ("P34", "Account1_AuthenticatePassword", "hunter&pw99;two"),
+                          ("P20175", "FirmwareUpGrade_LanguageUrl", "http://admin:LoginSecret@10.0.0.9/Language.tar"))
+    conf = make_site(tmp_path, csv=f"mac,model,P34\n{MAC},UC924,pw-secret-1\n", common=common,
+                     models={"UC924": settings_xml(("P99005", "Http.Password", "x"))}, files={"Language.tar": b"L"})
+    done = htekd("check", "-c", str(conf))
+    out = done.stdout.decode()
+    for secret in ("pw-secret-1", "pw99", "LoginSecret", "0123abcd"):
+        assert secret not in out + done.stderr
+    assert "phones.csv:2: error: P64 for cfg001fc1000001.xml: expected an integer, got a secret of 11 characters" in out
+    assert "settings/common.xml:7: warning: undefined entity kept as written (XML wants '&amp;' for a literal '&')" in out
+    assert "'http://***@10.0.0.9/Language.tar'" in out
+    assert ("settings/common.xml:4: warning: P99003 (para 'Config AES Key') is not in the parameter catalog: sent as is, "
+            "treated as a secret: its name 'Config AES Key' says so") in out
+    assert "P99005 (para 'Http.Password')" in out
+    model = params_of(resolver_for(conf).resolve("cfg0012.xml", client("http")).content)
+    assert not {"P99003", "P99004", "P99005", "P34"} & model.keys()
+
+
+def test_the_reason_for_an_unknown_code_holds_for_the_whole_tree(tmp_path):
+    make_site(tmp_path, common=settings_xml(("P99005", "", "a")),
+              models={"UC924": settings_xml(("P99005", "Http.Password", "b"))})
+    snapshot, problems = tree.load(tmp_path / "root")
+    assert "P99005" in snapshot.secrets
+    assert ("settings/common.xml:4: warning: P99005 is not in the parameter catalog: sent as is, treated as a secret: "
+            "its name 'Http.Password' in settings/models/UC924.xml says so") in [str(p) for p in problems]
+    assert snapshot.common.values["P99005"].para == ""  # the common layer came first and had no name

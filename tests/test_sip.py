@@ -194,14 +194,17 @@ def test_notify_check_sync_answered_200(tmp_path, reboot):
 @pytest.mark.parametrize("credentials, expected, status", [
     (["--user", "htekd", "--password", "s3cret"], "200 OK (after Digest authentication)", 0),
     (["--user", "htekd", "--password", "wrong"], "403 Forbidden (after Digest authentication)", 1),
+    (["--user", "htekd", "--password", "s3cret", "--realm", "htek"], "200 OK (after Digest authentication)", 0),
     ([], "401 Unauthorized (no credentials: --user/--password or [sip] user/password)", 1),
+    (["--user", "htekd", "--password", "s3cret", "--realm", "office"],
+     "401 Unauthorized (challenge for realm 'htek', not the configured 'office': credentials not sent)", 1),
 ])
 def test_notify_answers_a_digest_challenge_once(tmp_path, credentials, expected, status):
     phone = Sipp(tmp_path, "check-sync-401")
     result = htekd("notify", f"127.0.0.1:{phone.port}", *credentials)
     assert result.stdout == f"127.0.0.1:{phone.port} - - {expected}\n"
     assert result.returncode == status
-    if credentials:
+    if "after Digest" in expected:
         assert phone.wait() == 0
         first, second = phone.received()
         assert "Authorization" not in first and "CSeq: 1 NOTIFY" in first
@@ -603,6 +606,13 @@ def test_daemon_answers_pnp_and_the_phone_can_then_be_notified_by_mac(tmp_path, 
     url = f"http://127.0.0.1:{running.ports['http']}"
     assert phone.received()[1].endswith("\n" + url)
     running.wait_log(lambda line: f' sip 127.0.0.1:{phone.port} "{url}" pnp ok mac=001fc1000001 model=UC924' in line)
+    # A SUBSCRIBE can name any MAC: the address to notify comes from the phone's own file, fetched.
+    time.sleep(0.5)  # the phones seen are written in batches
+    before = htekd("notify", "-c", str(running.config_path), "001fc1000001", "--timeout", "1")
+    assert before.stdout == "- 001fc1000001 UC924 not seen: no address known\n"
+    fetched = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-A", "Htek UC924 2.0.4.2 00:1f:c1:00:00:01",
+                              f"{url}/cfg001fc1000001.xml"], timeout=20)
+    assert fetched.returncode == 0
 
     challenged = Sipp(tmp_path, "check-sync-401")
     deadline = time.monotonic() + 5

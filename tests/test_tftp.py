@@ -409,7 +409,8 @@ MALFORMED = {
     "RRQ with 10 kB name": rrq("a" * 10_000),
     "RRQ of 65000 bytes": rrq("b" * 100) + b"x\x00" * 32_000,
     "RRQ unknown mode": rrq("static.bin", b"mail"),
-    "RRQ non-ASCII name": rrq(b"st\xffatic.bin"),
+    "RRQ non-ASCII mode": rrq("static.bin", "octét".encode()),
+    "RRQ non-ASCII option": rrq("static.bin") + "blksizé".encode() + b"\x00512\x00",
     "RRQ option without value": rrq("static.bin") + b"blksize\x00",
     "RRQ option value without NUL": rrq("static.bin") + b"blksize\x001468",
     "RRQ empty option name": rrq("static.bin") + b"\x00512\x00",
@@ -505,6 +506,69 @@ def test_option_negotiation(served, raw):
             data, _ = client.recv()
         assert opcode(data) == 3 and block_of(data) == 1 and data[4:] == content[:blksize], options
         client.send(struct.pack("!HH", 5, 0) + b"enough\0", source)  # end the transfer politely
+
+
+VENDOR_NAME = "1_Français(French).xml"  # a language file name from the vendor's own Language.tar
+
+
+@needs["curl"]
+def test_utf8_names_are_served_as_over_http(served, raw):
+    server = served()
+    content = os.urandom(3000)
+    put_file(server, VENDOR_NAME, content)
+    client = raw()
+    client.send(rrq(VENDOR_NAME), server.addr)
+    first, source = client.recv()
+    assert opcode(first) == 3, first[:40]
+    assert read_rest(client, source, [first[4:]], 1) == content
+    result = curl(server.url("1_Fran%C3%A7ais%28French%29.xml"))
+    assert result.returncode == 0 and result.stdout == content, result.stderr
+    over_http = subprocess.run(["curl", "-sS", server.daemon.url("http", "1_Fran%C3%A7ais%28French%29.xml")],
+                               capture_output=True, timeout=30)
+    assert over_http.stdout == content, over_http.stderr
+    lines = [line for line in tftp_lines(server.log_lines()) if "(French)" in line]
+    assert len(lines) == 2 and all(" ok " in line and " bytes=3000 " in line for line in lines), lines
+    # Bytes that are not UTF-8 are a name like any other: refused by the resolver, and logged.
+    client.send(rrq(b"st\xffatic.bin"), server.addr)
+    answer, _ = client.recv()
+    assert error_of(answer)[0] == 2
+    line = server.wait_log(lambda text: " tftp " in text and "atic.bin" in text)
+    assert " denied " in line
+
+
+def test_a_peer_that_never_answers_gets_the_first_packet_twice_at_most(served, raw):
+    """A forged request (the source never asked) costs two DATA packets, not `retries` of them."""
+    server = served(timeout=0.3, retries=5)
+    put_file(server, "static.bin", os.urandom(5000))
+    for options in ((), ((b"blksize", b"1468"), (b"tsize", b"0"))):  # the first packet: DATA 1, or the OACK
+        client = raw()
+        request = rrq("static.bin", b"octet", *options)
+        client.send(request, server.addr)
+        packets = []
+        while (packet := client.recv(timeout=1.5)[0]) is not None:
+            packets.append(packet)
+        assert len(packets) == 2 and packets[0] == packets[1], [packet[:8] for packet in packets]
+        assert sum(len(packet) for packet in packets) <= 2 * 516
+    failed = [line for line in tftp_lines(server.log_lines()) if '"static.bin"' in line]
+    assert len(failed) == 2 and all(" failed " in line and "timeout after 2 tries" in line for line in failed)
+
+
+@needs["curl"]
+def test_unanswered_requests_make_room_for_a_real_phone(daemon, raw):
+    """When the transfers at once are at their limit, the oldest one nobody answers makes room."""
+    port = free_port(socket.SOCK_DGRAM)
+    running = daemon({"tftp": {"listen": f"{LOOPBACK}:{port}", "max_transfers": "4", "timeout": "5"}})
+    content = os.urandom(20_000)
+    (running.root / "files" / "fw.rom").write_bytes(content)
+    forgers = [raw() for _ in range(8)]
+    for forger in forgers:
+        forger.send(rrq("fw.rom"), (LOOPBACK, port))
+    result = curl("--interface", "127.0.0.2", f"tftp://{LOOPBACK}:{port}/fw.rom")  # the phone, at another address
+    assert result.returncode == 0 and result.stdout == content, result.stderr
+    line = running.wait_log(lambda text: " tftp " in text and "127.0.0.2" in text)
+    assert " ok " in line
+    made_room = [line for line in running.log_lines() if "made room" in line]
+    assert len(made_room) == 5  # 8 forged + 1 real, 4 at once
 
 
 def test_lost_data_is_sent_again_and_duplicate_acks_are_ignored(served, raw):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
-from htekd import phonexml, tree
+from htekd import phonebook, phonexml, timezones, tree
 from htekd.catalog import catalog
 from htekd.commands.common import add_config_argument, load_config
 from htekd.models import models
@@ -35,8 +36,11 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
         if resolution.content is None:
             continue  # a hand-made file in files/ overrides it
         settings = phonexml.parse(resolution.content)
+        # A value may carry a secret in through a placeholder: such a value is never quoted either.
+        secret_values = [s.value for s in settings if s.key in snapshot.secrets and s.value]
         for setting in settings:
-            message = cat.check(setting.key, setting.value, setting.key in snapshot.secrets) if cat.get(setting.key) else None
+            secret = setting.key in snapshot.secrets or any(value in setting.value for value in secret_values)
+            message = cat.check(setting.key, setting.value, secret) if cat.get(setting.key) else None
             if message:
                 problems.append(tree.Problem(file, line, f"{setting.key} for {resolution.path}: {message}"))
         phone = snapshot.phones.get(target)
@@ -57,6 +61,7 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 
 SERVER_FACTS = {"server_url", "server_host", "config_url", "firmware_url"}
+URL_LOGIN = re.compile(r"(\A(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@]*@")
 
 
 def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
@@ -74,7 +79,8 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
             if value is None or value.factory or host in value.value or value.variables & SERVER_FACTS:
                 continue
             file, _, line = value.source.rpartition(":")
-            shown = repr(value.value) if value.value else "blank"  # repr: a value never breaks the line
+            # repr: a value never breaks the line; a login in a URL (user:password@) is not shown
+            shown = repr(URL_LOGIN.sub(r"\1***@", value.value)) if value.value else "blank"
             if code in resource_codes:
                 message = (f"{code} points away from this server ({shown}) although files/ has {resource_codes[code]}: "
                            "remove it to let htekd fill in its own URL")
@@ -82,6 +88,12 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
                 message = (f"{code} points away from this server ({shown}): "
                            "phones will stop asking htekd; remove it to let htekd fill it in")
             problems.append(tree.Problem(file, int(line), message, "warning"))
+    problem = phonebook.login_problem(config)
+    if problem:
+        problems.append(tree.Problem(str(config.source), 0, problem, "warning"))
+    if config.server.timezone and not timezones.default_values(config.server.timezone):
+        problems.append(tree.Problem(str(config.source), 0, "[htekd] timezone: " + timezones.index_of(config.server.timezone)[1],
+                                     "warning"))
     if config.server.aes_key_in_model_file:
         problems.append(tree.Problem(str(config.source), 0, "[htekd] aes_key_in_model_file: the AES key travels in clear "
                                      "in every cfg<devcode>.xml; turn it off once the phones have it", "warning"))
@@ -90,7 +102,7 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 def all_problems(config) -> tuple[tree.Snapshot, list[tree.Problem]]:
     """Everything htekd check reports on the tree of `config`."""
-    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters)
+    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)

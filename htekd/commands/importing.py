@@ -11,13 +11,14 @@ import os
 import sys
 
 from htekd import phonexml, render
-from htekd.catalog import catalog
 from htekd.cli import CommandError
-from htekd.commands.common import read_input, shown, write_output
+from htekd.commands.common import load_config, read_input, shown, write_output
 from htekd.tree import Problem, SettingsReader
 
 
 def add_arguments(parser, name: str) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="htekd.conf whose [htekd] secret_parameters also count as secrets (default: none read)")
     parser.add_argument("input", metavar="FILE", help='configuration downloaded from a phone, or a settings file; "-" for standard input')
     parser.add_argument("--to", metavar="PATH", default="-",
                         help="where to write the layer, e.g. settings/models/UC924.xml (default: standard output)")
@@ -26,18 +27,18 @@ def add_arguments(parser, name: str) -> None:
                         help="keep passwords and keys (left out by default)")
 
 
-def minimal_layer(data: bytes, source: str, include_secrets: bool = False) -> tuple[bytes, dict[str, int], list[Problem]]:
+def minimal_layer(data: bytes, source: str, include_secrets: bool = False,
+                  secret_parameters: frozenset = frozenset()) -> tuple[bytes, dict[str, int], list[Problem]]:
     """The layer holding what `data` sets differently from the factory defaults; counts of what
     was kept and left out; problems found on the way (errors for names htekd cannot place)."""
-    reader = SettingsReader()
+    reader = SettingsReader(secret_parameters)
     layer = reader.read(source, data)
-    cat = catalog()
+    reader.report_unknown_codes()
     kept: dict[str, str] = {}
     paras: dict[str, str] = {}
     counts = {"kept": 0, "factory": 0, "secrets": 0}
     for code, value in layer.items():
-        param = cat.get(code)
-        if param is not None and param.default_known and value.value == param.default:
+        if value.factory:
             counts["factory"] += 1
         elif not include_secrets and code in reader.secrets:
             counts["secrets"] += 1
@@ -49,11 +50,12 @@ def minimal_layer(data: bytes, source: str, include_secrets: bool = False) -> tu
 
 
 def run(args) -> int:
+    marked = load_config(args.config).server.secret_parameters if args.config else frozenset()
     data = read_input(args.input)
     if args.to != "-" and not args.force and os.path.lexists(args.to):
         raise CommandError(f"{args.to} exists (--force replaces it)")
     try:
-        layer, counts, problems = minimal_layer(data, shown(args.input), args.include_secrets)
+        layer, counts, problems = minimal_layer(data, shown(args.input), args.include_secrets, marked)
     except phonexml.PhoneXmlError as exc:
         raise CommandError(f"{shown(args.input)}:{exc.line}: error: {exc}") from None
     for problem in problems:

@@ -16,17 +16,25 @@ from pathlib import Path
 from htekd import sip
 from htekd.cli import CommandError
 from htekd.config import DEFAULT_CONFIG, Config, ConfigError, load
+from htekd.escape import shown
 
 
 EPILOG = """\
-A TARGET is a MAC (its address is the one the phone last fetched from, in the phones seen) or an
-IP address with an optional port (10.0.0.21, 10.0.0.21:5062, [fd00::21]:5060).
+A TARGET is a MAC or an IP address with an optional port (10.0.0.21, 10.0.0.21:5062,
+[fd00::21]:5060). A MAC's address is the one its phone last completed a transfer of its own
+cfg<mac>.xml from (phones seen); a request anyone could send in its name (a TFTP request never
+acknowledged, a PnP SUBSCRIBE, a firmware download) never changes it.
 One line per phone on standard output as its answer comes: address, MAC, model, and the phone's
-final answer (200 OK, 481 ..., 401 ..., timeout ...). A phone that challenges (check-sync with
-authentication on, P20983) gets the NOTIFY once more with Digest credentials: --user/--password,
-else [sip] user and password of the configuration (a password on the command line is visible to
-other users of this machine). A summary goes to standard error, with a progress line while it runs
-on a terminal. When the configuration's log is a file, each NOTIFY is also logged there.
+final answer (200 OK, 481 ..., 401 ..., timeout ...), with anything the phone sent that is not
+printable, and <, > and &, written as \\uXXXX.
+A phone that challenges (check-sync with authentication on, P20983) gets the NOTIFY once more with
+Digest credentials: --user/--password, else [sip] user and password of the configuration (a
+password on the command line is visible to other users of this machine). The challenge is answered
+only when it comes from an address given on the command line or from a phone of phones.csv (never
+from a MAC known only from the phones seen), and, with --realm or [sip] realm set, only for that
+realm; with no realm set, a challenge for any realm is answered.
+A summary goes to standard error, with a progress line while it runs on a terminal. When the
+configuration's log is a file, each NOTIFY is also logged there.
 Exit status: 0 when every phone answered 2xx, 1 otherwise, 130 when interrupted.
 """
 
@@ -36,6 +44,7 @@ class NotifyOptions:
     reboot: bool = False
     user: str = ""  # Digest credentials for phones that challenge
     password: str = ""
+    realm: str = ""  # the only realm a challenge is answered for; "" = any
     rate: float = 10.0  # NOTIFYs started per second
     parallel: int = 50  # NOTIFYs waiting for an answer at once
     timeout: float = 32.0  # seconds a phone has to answer (RFC 3261 timer F), retransmissions included
@@ -47,6 +56,8 @@ class Target:
     port: int
     mac: str | None = None
     model: str | None = None
+    # May get Digest credentials: an address from the command line, or a phone of phones.csv.
+    trusted: bool = True
 
     @property
     def where(self) -> str:
@@ -60,7 +71,7 @@ class Result:
     summary: str  # "200 OK", "timeout: no answer in 32s (7 sends)", "not seen: no address known", ...
 
     def line(self) -> str:
-        return f"{self.target.where} {self.target.mac or '-'} {self.target.model or '-'} {self.summary}"
+        return shown(f"{self.target.where} {self.target.mac or '-'} {self.target.model or '-'} {self.summary}")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -76,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--port", type=_port, default=5060, help="SIP port of phones given without one (default 5060)")
     parser.add_argument("--user", default=None, help="Digest user for phones that challenge (default [sip] user)")
     parser.add_argument("--password", default=None, help="Digest password (default [sip] password)")
+    parser.add_argument("--realm", default=None,
+                        help="answer only Digest challenges for this realm (default [sip] realm; none: any realm)")
     parser.add_argument("--rate", type=_positive, default=NotifyOptions.rate,
                         help=f"NOTIFYs started per second (default {NotifyOptions.rate:g})")
     parser.add_argument("--parallel", type=_count, default=NotifyOptions.parallel,
@@ -93,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         reboot=args.reboot,
         user=args.user if args.user is not None else config.sip.user if config else "",
         password=args.password if args.password is not None else config.sip.password if config else "",
+        realm=args.realm if args.realm is not None else config.sip.realm if config else "",
         rate=args.rate, parallel=args.parallel, timeout=args.timeout,
     )
     if bool(options.user) != bool(options.password):
@@ -133,7 +147,7 @@ def select_targets(args: argparse.Namespace, config: Config | None) -> list[Targ
         raise CommandError(f"MACs, --group, --model and --all need the configuration (phones seen): -c FILE "
                            f"({DEFAULT_CONFIG} does not exist)")
     seen = _phones_seen(config) if needs_state else {}
-    inventory = _inventory(config) if (args.group or args.model or args.all) else {}
+    inventory = _inventory(config) if needs_state else {}
     chosen: list[Target] = []
     for text in args.targets:
         mac = normalise_mac(text)
@@ -167,7 +181,7 @@ def _phones_seen(config: Config) -> dict:
 def _inventory(config: Config) -> dict:
     from htekd import tree
 
-    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters)
+    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
     errors = [problem for problem in problems if problem.severity == "error" and problem.file.endswith("phones.csv")]
     if errors:
         raise CommandError(f"{errors[0]} (run htekd check)")
@@ -181,7 +195,8 @@ def _model(mac: str, seen: dict, inventory: dict) -> str | None:
 
 def _by_mac(mac: str, seen: dict, inventory: dict, port: int) -> Target:
     phone = seen.get(mac)
-    return Target(phone.address if phone and phone.address else None, port, mac, _model(mac, seen, inventory))
+    return Target(phone.address if phone and phone.address else None, port, mac, _model(mac, seen, inventory),
+                  trusted=mac in inventory)
 
 
 def _address(text: str, default_port: int) -> tuple[str, int]:
@@ -330,13 +345,15 @@ class Campaign:
             challenge = answer.response.header(header)
             if not self.options.user:
                 note = " (no credentials: --user/--password or [sip] user/password)"
+            elif not target.trusted:
+                note = " (not in phones.csv: credentials not sent)"
             elif challenge is None:
                 note = f" (without a {header} header)"
             else:
                 try:
                     credentials = sip.digest_authorization(
                         challenge, "NOTIFY", f"sip:{sip.hostport(target.host, target.port)}",
-                        self.options.user, self.options.password)
+                        self.options.user, self.options.password, realm=self.options.realm)
                 except sip.DigestError as exc:
                     note = f" ({exc})"
                 else:

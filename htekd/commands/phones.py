@@ -10,6 +10,7 @@ import time
 
 from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument, load_config
+from htekd.escape import shown
 from htekd.state import StateError, read
 
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             for key in TIME_FIELDS:
                 row[key] = _iso(row[key])
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        # Lines are split by the indentation only (JSON escapes a newline inside a string).
+        print("\n".join(shown(line) for line in json.dumps(rows, indent=2, ensure_ascii=False).split("\n")))
         return 0
     print_table(rows, columns)
     return 0
@@ -104,7 +106,7 @@ def _cell(key: str, value) -> str:
         return _local(value)
     if isinstance(value, bool):
         return "yes" if value else ""
-    return "" if value is None else str(value)
+    return "" if value is None else shown(str(value))  # what phones sent: no control reaches the terminal
 
 
 def _local(moment: float) -> str:

@@ -64,7 +64,7 @@ def listen(reactor, daemon) -> list:
     site = server.Site(ConsoleResource(console, reactor))
     site.noisy = False
     site.log = lambda request: None  # console requests are not phone requests: not in the request log
-    ports = bind(reactor, "admin", admin.listen, site, admin if admin.tls else None)
+    ports = bind(reactor, "admin", admin, site, admin.tls)
     daemon.log.observers.append(console.counts.observe)
     # One thread of its own: pages never take the threads that resolve phones' requests, and
     # never more than one core's worth of the process.

@@ -9,7 +9,6 @@ refused by pyftpdlib's permission system (read-only permissions "elr": 550).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import socket
@@ -26,8 +25,9 @@ from pyftpdlib.ioloop import AsyncChat, IOLoop
 from pyftpdlib.servers import FTPServer
 
 from htekd.config import ha1, login_ha1
+from htekd.escape import quoted
 from htekd.events import say
-from htekd.listeners import ListenError
+from htekd.listeners import ListenError, Shortage, shortage_of
 from htekd.resolution import Client, Kind, Resolution, Status
 
 READ_ONLY = "elr"  # pyftpdlib permissions: change directory, list, retrieve
@@ -182,14 +182,14 @@ class ResolverFS(AbstractedFS):
             return self._resolver.resolve(path, self.client)
         except Exception as exc:  # the resolver promises not to raise; if it does, one request fails
             failure = _ResolverFailed(path, exc)
-            say(f"ftp: {json.dumps(path)} failed: {failure.reason}")
+            say(f"ftp: {quoted(path)} failed: {failure.reason}")
             raise failure from None
 
     def entries(self, path: str):
         try:
             return self._resolver.listdir(path)
         except Exception as exc:
-            say(f"ftp: listing {json.dumps(path)} failed: {type(exc).__name__}: {exc}")
+            say(f"ftp: listing {quoted(path)} failed: {type(exc).__name__}: {exc}")
             return None
 
     def _requested(self, path: str) -> Resolution:
@@ -351,10 +351,58 @@ class _Handler(FTPHandler):
     banner = "htekd FTP ready."
     resolver = None
     request_log = None
+    connections_per_address = 0  # 0 = no limit
 
     def ftp_STOU(self, line):
         # pyftpdlib checks STOU's permission only after trying to create the file (450 on failure).
         self.respond("550 Not enough privileges.")
+
+    def handle_max_cons_per_ip(self):
+        self.server.refusing(self.remote_ip)
+        super().handle_max_cons_per_ip()
+
+    def close(self):
+        super().close()  # takes this connection out of the server's count by address
+        self.server.closed(self.remote_ip)
+
+
+class _Server(FTPServer):
+    """One listening socket. A resource error of accept() (pyftpdlib would close the socket for good
+    on EMFILE) pauses accepting instead; connections over the limit of one address get 421."""
+
+    def __init__(self, sock, handler, ioloop, what: str):
+        super().__init__(sock, handler, ioloop=ioloop, backlog=BACKLOG)
+        self.max_cons_per_ip = handler.connections_per_address
+        self.shortage = Shortage(f"{what}: cannot accept", self._pause, self._resume, ioloop.call_later)
+        self._refusing: set[str] = set()
+
+    def handle_accept(self):
+        try:
+            super().handle_accept()
+        except OSError as exc:
+            if not shortage_of(exc):
+                raise
+            self.shortage.failed(exc)
+        else:
+            self.shortage.worked()
+
+    def _pause(self):
+        self.ioloop.modify(self._fileno, 0)
+
+    def _resume(self):
+        if not self._closed:
+            self.ioloop.modify(self._fileno, self.ioloop.READ)
+
+    def refusing(self, ip: str) -> None:
+        """One line for the first refusal of a run, however many follow."""
+        if ip not in self._refusing:
+            self._refusing.add(ip)
+            say(f"ftp: {ip} has {self.max_cons_per_ip} connections open, the most one address may have; "
+                f"refusing more until one closes")
+
+    def closed(self, ip: str) -> None:
+        if self.ip_map.count(ip) < self.max_cons_per_ip:
+            self._refusing.discard(ip)
 
 
 class _Doorbell(AsyncChat):
@@ -393,7 +441,7 @@ class FtpListener:
     def __init__(self, config, resolver, log):
         self.config, self.resolver, self.log = config, resolver, log
         self._ioloop = None
-        self._servers: list[FTPServer] = []
+        self._servers: list[_Server] = []
         self._bell: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -413,6 +461,7 @@ class FtpListener:
             "passive_ports": list(range(low, high + 1)),
             "masquerade_address": config.masquerade_address or None,
             "timeout": config.timeout,  # idle control connection
+            "connections_per_address": config.connections_per_address,
             "dtp_handler": type("HtekdDTPHandler", (_DataChannel,), {"timeout": config.timeout}),  # stalled transfer
         })
 
@@ -428,7 +477,8 @@ class FtpListener:
             raise
         self._ioloop = IOLoop()
         handler = self._handler_class()
-        self._servers = [FTPServer(sock, handler, ioloop=self._ioloop, backlog=BACKLOG) for sock in sockets]
+        self._servers = [_Server(sock, handler, self._ioloop, f"ftp {address}")
+                         for sock, address in zip(sockets, self.config.listen)]
         self._bell, inside = socket.socketpair()
         _Doorbell(inside, self._ioloop, self._ioloop.close)  # what FTPServer.close_all() does
         self._thread = threading.Thread(target=self._serve, name="htekd-ftp", daemon=True)

@@ -17,7 +17,6 @@ import email.utils
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
 import secrets
@@ -37,8 +36,9 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from htekd.config import LOGIN_REALM as REALM, login_ha1
+from htekd.escape import quoted
 from htekd.events import say
-from htekd.listeners import IPv6Only, ListenError
+from htekd.listeners import ConnectionsPerAddress, ListenError, SurvivesShortage, shortage_of
 from htekd.resolution import Client, Kind, Resolution, Status
 
 # Bytes read from a file per write. Large enough that a 32 MiB firmware takes few reactor turns,
@@ -59,6 +59,7 @@ CONTENT_TYPES = {
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 ALLOWED_METHODS = (b"GET", b"HEAD")
 _RANGE = re.compile(r"bytes\s*=\s*(\d*)\s*-\s*(\d*)", re.ASCII | re.IGNORECASE)
+RETRY_AFTER_BUSY = b"5"  # seconds, in the 503 of a file that could not be opened for want of descriptors
 NONCE_LIFETIME = 300.0  # seconds a Digest nonce is accepted; then the client is told it is stale
 # One auth-param of a Digest Authorization header: name=token or name="quoted string".
 _AUTH_PARAM = re.compile(rb'\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|\Z)', re.DOTALL)
@@ -71,19 +72,23 @@ def listen(reactor, config, resolver, log, tls: bool) -> list:
     login = Login(config.user, config.password) if config.user else None
     resource = ProvisioningResource(protocol, resolver, log, reactor, config.timeout, login)
     site = ProvisioningSite(resource, config.timeout, reactor)
-    return bind(reactor, protocol, config.listen, site, config if tls else None)
+    return bind(reactor, protocol, config, site, tls)
 
 
-def bind(reactor, listener: str, addresses, site, tls=None) -> list:
-    """A TCP listening port for `site` on each address, over TLS with the certificate and key of
-    `tls` (a config section) when given; ListenError after closing the others if one cannot be bound."""
+def bind(reactor, listener: str, config, site, tls: bool) -> list:
+    """A TCP listening port for `site` on each address of `config` (a listener's section), over TLS
+    with its certificate, key and ciphers when `tls`, with its connections_per_address; ListenError
+    after closing the others if one cannot be bound."""
     factory = site
-    if tls is not None:
-        factory = TLSMemoryBIOFactory(tls_options(tls, addresses[0]), False, site)
+    if tls:
+        factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
         factory.noisy = False
+    factory = ConnectionsPerAddress(factory, listener, config.connections_per_address)
+    factory.noisy = False
     ports = []
-    for address in addresses:
+    for address in config.listen:
         port = _Port(address.port, factory, interface=address.host, reactor=reactor)
+        port.listener_name = listener
         try:
             port.startListening()
         except CannotListenError as exc:
@@ -96,12 +101,13 @@ def bind(reactor, listener: str, addresses, site, tls=None) -> list:
 
 def tls_options(config, address):
     """CertificateOptions from the PEM certificate (leaf first, then intermediates) and key of
-    [https]; TLS 1.2 at least, no client certificate. ListenError naming the file otherwise."""
+    [https]; TLS 1.2 at least with [https] ciphers, no client certificate. ListenError naming the
+    file otherwise."""
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from OpenSSL import SSL
-    from twisted.internet.ssl import CertificateOptions, TLSVersion
+    from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
     def fail(what, path, reason):
         return ListenError("https", address, f"cannot load {what} {path}: {' '.join(str(reason).split())}")
@@ -123,7 +129,8 @@ def tls_options(config, address):
     try:
         # pyOpenSSL takes cryptography's objects as they are (its own X509/PKey are deprecated).
         options = CertificateOptions(
-            privateKey=key, certificate=chain[0], extraCertChain=chain[1:], raiseMinimumTo=TLSVersion.TLSv1_2
+            privateKey=key, certificate=chain[0], extraCertChain=chain[1:], raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(config.ciphers),
         )
         options.getContext()  # checks now that the key belongs to the certificate
     except (SSL.Error, ValueError, TypeError):
@@ -131,19 +138,46 @@ def tls_options(config, address):
     return options
 
 
-class _Port(IPv6Only, tcp.Port):
+class _Port(SurvivesShortage, tcp.Port):
     """A TCP listening port."""
 
 
 class _Channel(http.HTTPChannel):
-    """An HTTP/1.x connection that must deliver each whole request within the timeout.
+    """An HTTP/1.x connection that must deliver each whole request within the timeout, and whose
+    next pipelined request waits until the client has taken the answer to the last one.
 
     Twisted's idle timeout restarts on every byte, so a client trickling header bytes would be
     kept forever; this deadline runs from the moment the connection waits for a request.
+
+    Twisted stops reading from a client that does not read its answers, but goes on answering the
+    requests it has already read: 64 KiB of pipelined GETs for a generated file would queue
+    hundreds of answers in memory. A finished request is therefore handed back to Twisted (which
+    then parses the next one) only once the transport has room again.
     """
 
     _request_deadline = None
     _host = None
+    _timed_out = False
+    _backed_up = False  # the transport has asked us to stop: the client is not reading
+    _answered = None  # a finished request whose successors wait for the transport
+
+    def pauseProducing(self):
+        self._backed_up = True
+        super().pauseProducing()
+
+    def resumeProducing(self):
+        self._backed_up = False
+        super().resumeProducing()
+        answered, self._answered = self._answered, None
+        if answered is not None:
+            super().requestDone(answered)
+
+    def timeoutConnection(self):
+        # Our deadline and Twisted's idle timeout may both fire: a second call would leave a
+        # forced abort scheduled after the connection is gone (a traceback for an idle TLS client).
+        if not self._timed_out:
+            self._timed_out = True
+            super().timeoutConnection()
 
     def getHost(self):
         # twisted.web asks for it with every request: one getsockname() per connection is enough.
@@ -161,10 +195,16 @@ class _Channel(http.HTTPChannel):
 
     def requestDone(self, request):
         self._arm_deadline()  # before: a pipelined request buffered meanwhile is parsed inside
+        if self._backed_up:
+            self._answered = request
+            return
         super().requestDone(request)
 
     def connectionLost(self, reason):
         self._cancel_deadline()
+        if self._answered is not None:  # finished already: nothing left to tell it
+            self.requests.remove(self._answered)
+            self._answered = None
         super().connectionLost(reason)
 
     def _arm_deadline(self):
@@ -233,9 +273,19 @@ class ProvisioningResource(Resource):
         try:
             reader = resolution.open()
         except OSError as exc:
+            if shortage_of(exc):  # the file is there; the descriptors or memory to open it are not, for now
+                raise _Busy(resolution, exc) from None
             return replace(resolution, status=Status.NOT_FOUND, reason=f"cannot open: {exc.strerror}"), None
         stat = os.fstat(reader.fileno())
         return replace(resolution, size=stat.st_size, mtime=stat.st_mtime), reader
+
+
+class _Busy(Exception):
+    """A file that cannot be opened for now: 503 with Retry-After, not 404 (the phone tries again)."""
+
+    def __init__(self, resolution: Resolution, error: OSError):
+        super().__init__(f"cannot open: {error.strerror}")
+        self.resolution = resolution
 
 
 class _Exchange:
@@ -357,8 +407,16 @@ class _Exchange:
 
     def _failed(self, failure):
         """The resolver (or this code) raised: this request fails, the listener lives on."""
+        if failure.check(_Busy):
+            self.resolution = failure.value.resolution
+            if self.gone:
+                self._record("failed")
+            else:
+                self.request.setHeader(b"retry-after", RETRY_AFTER_BUSY)
+                self._text(http.SERVICE_UNAVAILABLE, "server busy, try again", "failed", str(failure.value))
+            return
         message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
-        say(f"{self.client.protocol}: {json.dumps(self.name)} failed: {message}")
+        say(f"{self.client.protocol}: {quoted(self.name)} failed: {message}")
         if self.resolution is None:
             self.resolution = Resolution(self.name, self.name.strip("/"), Kind.NONE, Status.NOT_FOUND)
         self.reason = f"internal error: {message}"

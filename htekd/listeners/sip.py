@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, udp
 from twisted.internet.protocol import DatagramProtocol
 
 from htekd import sip
-from htekd.listeners import ListenError
+from htekd.listeners import ListenError, SurvivesShortage
 from htekd.resolution import Client, Kind, Resolution, Status
 
 T1 = 0.5  # RFC 3261 round-trip estimate
@@ -219,7 +219,7 @@ class PnpResponder:
         ok = sip.build_response(request, 200, tag, [("Contact", f"<sip:{leg.user}@{sip.hostport(leg.host, leg.port)}>"),
                                                     ("Expires", "0")])
         self.exchanges[host] = [request.header("call-id"), ok, 0]
-        client = Client("sip", host, source[1], phone.user_agent)
+        client = Client("sip", host, source[1], phone.user_agent, confirmed=False)
         error = self.endpoint.send(ok, reply)
         if error:
             self._logged(phone, client, url, None, error)
@@ -239,8 +239,10 @@ class PnpResponder:
             ok, reason = 200 <= answer.response.status < 300, f"NOTIFY answered {answer.summary}"
         resolution = Resolution(name=url, path="", kind=Kind.PNP, status=Status.OK, mac=phone.mac,
                                 model=phone.model or None, firmware=phone.version or None)
+        # An answer to our NOTIFY (its branch unguessable) shows the SUBSCRIBE came from `client.address`.
         self.log.record(resolution, client, outcome="ok" if ok else "failed",
-                        duration=answer.duration if answer else 0.0, reason=reason)
+                        duration=answer.duration if answer else 0.0, reason=reason,
+                        confirmed=answer is not None and answer.response is not None)
 
     @staticmethod
     def _reply_address(request: sip.Message, source: tuple[str, int]) -> tuple[str, int]:
@@ -268,7 +270,8 @@ def listen_pnp(reactor, options: PnpOptions, url: Callable[[], str], log) -> lis
     responder = PnpResponder(reactor, options, url, log)
     address = f"0.0.0.0:{options.port}"
     try:
-        port = reactor.listenMulticast(options.port, responder.endpoint, interface="0.0.0.0", listenMultiple=False)
+        port = _PnpPort(options.port, responder.endpoint, "0.0.0.0", 8192, reactor, False)
+        port.startListening()
     except Exception as exc:  # CannotListenError and the OSError under it
         raise ListenError("pnp", address, _reason(exc)) from None
     joined = port.joinGroup(options.group, options.interface)
@@ -280,6 +283,12 @@ def listen_pnp(reactor, options: PnpOptions, url: Callable[[], str], log) -> lis
         raise ListenError("pnp", f"{options.group} on interface {options.interface}",
                           f"{reason} (set [pnp] interface to this host's LAN address, or enabled = no)")
     return [port]
+
+
+class _PnpPort(SurvivesShortage, udp.MulticastPort):
+    """The PnP socket (what reactor.listenMulticast makes), kept listening through resource errors."""
+
+    listener_name = "pnp"
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,29 +7,33 @@ A transfer's socket is a plain non-blocking one that the reactor watches directl
 per transfer costs its set-up and, on every datagram, a logging context and a second address
 check, which together took about a fifth of the reactor's time in a boot storm.
 
-tftpy is used for what it does soundly: decoding requests (TftpPacketFactory.parse of RRQ/WRQ,
-after a size check, catching the TftpException, struct.error and UnicodeDecodeError it raises on
-malformed input) and encoding the OACK. DATA, ACK and ERROR are packed with struct: tftpy's ERR
-encoder drops the message text and has no code 0, its ERR decoder logs every packet at error level,
-and its DAT/ACK objects cost several times struct on the per-block path. tftpy's server is not
-used: it runs all transfers in one select() thread (a slow file callback stalls every phone), dies
-on an exception from that callback, has no IPv6 and stops slowly.
+A request's file name is read as UTF-8 (other bytes kept as surrogate escapes), as HTTP reads a
+path, so every name HTTP serves TFTP serves too (the vendor's `1_Français(French).xml`); tftpy's
+request decoder takes ASCII only, so requests are decoded here. tftpy encodes the OACK. DATA, ACK
+and ERROR are packed with struct: tftpy's ERR encoder drops the message text and has no code 0, its
+ERR decoder logs every packet at error level, and its DAT/ACK objects cost several times struct on
+the per-block path. tftpy's server is not used: it runs all transfers in one select() thread (a
+slow file callback stalls every phone), dies on an exception from that callback, has no IPv6 and
+stops slowly.
+
+A request's source address can be forged, so a peer that has not answered yet gets its first
+packet twice at most (a real client that lost both sends its request again); and when the
+transfers at once reach their limit, the oldest one still waiting for its first answer makes room.
 """
 
 from __future__ import annotations
 
+import resource
 import socket
 import struct
 import time
 
-from tftpy.TftpPacketFactory import TftpPacketFactory
-from tftpy.TftpPacketTypes import TftpPacketOACK, TftpPacketWRQ
-from tftpy.TftpShared import TftpException
+from tftpy.TftpPacketTypes import TftpPacketOACK
 from twisted.internet import error, udp
 from twisted.internet.protocol import DatagramProtocol
 
 from htekd.events import say
-from htekd.listeners import IPv6Only, ListenError
+from htekd.listeners import ListenError, SurvivesShortage
 from htekd.resolution import Client, Kind, Resolution, Status
 
 OP_RRQ, OP_WRQ, OP_DATA, OP_ACK, OP_ERROR, OP_OACK = 1, 2, 3, 4, 5, 6
@@ -43,8 +47,7 @@ MAX_REQUEST = 512  # RFC 2347: a request with its options fits in 512 octets
 MAX_ERROR_TEXT = 100
 TRANSFER_MAX_PACKET = 516  # what a transfer port reads: ACKs, and ERRORs cut to a useful length
 NETASCII_CHUNK = 65536
-
-_parse_request = TftpPacketFactory().parse
+FIRST_PACKET_SENDS = 2  # sends of the first packet to a peer that has not answered yet
 
 
 def listen(reactor, config, resolver, log) -> list:
@@ -64,8 +67,34 @@ def listen(reactor, config, resolver, log) -> list:
     return ports
 
 
-class _ListeningPort(IPv6Only, udp.Port):
+class _ListeningPort(SurvivesShortage, udp.Port):
     """The port requests arrive on (each transfer then gets a port of its own)."""
+
+    listener_name = "tftp"
+
+
+def parse_request(data: bytes) -> tuple[str, str, dict[str, str]]:
+    """(file name, mode in lower case, options) of an RRQ or WRQ; ValueError if it is malformed.
+
+    The name is UTF-8, other bytes kept as surrogate escapes; mode and options are ASCII. Of an
+    option given twice, the first counts."""
+    fields = data[2:].split(b"\0")
+    if len(fields) < 3 or fields[-1] or len(fields) % 2 == 0:
+        raise ValueError("malformed request")
+    name, mode, *rest = fields[:-1]
+    if not all(rest):
+        raise ValueError("empty option")
+    options: dict[str, str] = {}
+    for key, value in zip(rest[::2], rest[1::2]):
+        options.setdefault(key.decode("ascii"), value.decode("ascii"))
+    return name.decode("utf-8", "surrogateescape"), mode.decode("ascii").lower(), options
+
+
+def transfer_limit(configured: int) -> int:
+    """Transfers at once: as configured, and at most a quarter of the descriptor limit (each takes
+    a socket and an open file), so that the other listeners keep theirs."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return configured if soft == resource.RLIM_INFINITY else max(1, min(configured, soft // 4))
 
 
 def _strerror(exc: BaseException) -> str:
@@ -148,7 +177,8 @@ class TftpServer(DatagramProtocol):
         # A resolver that can answer from what it has at hand (htekd's: cached generated files and
         # refusals) spares most requests the round trip through the thread pool.
         self.resolve_cached = getattr(resolver, "resolve_cached", None)
-        self.transfers: dict[tuple, Transfer] = {}  # by client (host, port)
+        self.transfers: dict[tuple, Transfer] = {}  # by client (host, port), oldest first
+        self.max_transfers = transfer_limit(config.max_transfers)
 
     def startProtocol(self) -> None:
         handle = self.transport.getHandle()
@@ -176,26 +206,29 @@ class TftpServer(DatagramProtocol):
             self.send(error_packet(ERR_ILLEGAL, "request too long"), addr)
             return
         try:
-            packet = _parse_request(data)
-        except (TftpException, struct.error, ValueError):
+            filename, mode, options = parse_request(data)
+        except ValueError:  # UnicodeDecodeError of a mode or option too
             self.send(error_packet(ERR_ILLEGAL, "malformed request"), addr)
             return
-        client = Client("tftp", _plain_address(addr[0]), addr[1])
-        if isinstance(packet, TftpPacketWRQ):
+        client = Client("tftp", _plain_address(addr[0]), addr[1], confirmed=False)
+        if opcode == OP_WRQ:
             self.send(error_packet(ERR_ACCESS, "read-only server"), addr)
-            refused = Resolution(packet.filename, packet.filename.lstrip("/"), Kind.NONE, Status.DENIED,
-                                 reason="write refused")
+            refused = Resolution(filename, filename.lstrip("/"), Kind.NONE, Status.DENIED, reason="write refused")
             self.log.record(refused, client, "denied", 0, 0.0)
             return
-        if packet.mode not in ("octet", "netascii"):
-            self.send(error_packet(ERR_ILLEGAL, f"unsupported mode {packet.mode}"), addr)
+        if mode not in ("octet", "netascii"):
+            self.send(error_packet(ERR_ILLEGAL, f"unsupported mode {mode}"), addr)
             return
         running = self.transfers.get(addr)
         if running is not None:
             if running.request == data and not running.acknowledged:
                 return  # the client sent its request again while we were still answering it
             running.finish("failed", "superseded by a new request from the same port")
-        transfer = Transfer(self, addr, client, data, packet.filename, packet.mode, packet.options)
+        transfer = Transfer(self, addr, client, data, filename, mode, options)
+        if len(self.transfers) >= self.max_transfers and not self._make_room():
+            self.send(error_packet(ERR_UNDEFINED, "server busy"), addr)
+            transfer.finish("failed", f"server busy: {self.max_transfers} transfers at once")
+            return
         try:
             transfer.socket = transfer_socket(self.family, self.transfer_address)
         except OSError as exc:
@@ -205,6 +238,15 @@ class TftpServer(DatagramProtocol):
         self.reactor.addReader(transfer)
         self.transfers[addr] = transfer
         transfer.begin()
+
+    def _make_room(self) -> bool:
+        """End the oldest transfer whose peer has not answered yet (perhaps a forged request);
+        False if every peer is answering."""
+        waiting = next((transfer for transfer in self.transfers.values() if not transfer.acknowledged), None)
+        if waiting is None:
+            return False
+        waiting.finish("failed", f"no answer yet, and {self.max_transfers} transfers at once: made room for another")
+        return True
 
     def send(self, packet: bytes, addr) -> None:
         try:
@@ -423,7 +465,7 @@ class Transfer:
         if waited < self.timeout:
             self.timer = self.reactor.callLater(self.timeout - waited, self._check)
             return
-        if self.tries >= self.retries:
+        if self.tries >= (self.retries if self.acknowledged else min(self.retries, FIRST_PACKET_SENDS)):
             self.finish("failed", f"timeout after {self.tries} tries of block {self.block}")
             return
         self.tries += 1
@@ -458,8 +500,9 @@ class Transfer:
             del self.server.transfers[self.peer]
         resolution = self.resolution or Resolution(self.filename, self.filename.lstrip("/"), Kind.NONE,
                                                    Status.NOT_FOUND)
+        # An ACK from the peer's address and port shows the request was no forgery.
         self.server.log.record(resolution, self.client, outcome, self.nbytes,
-                time.monotonic() - self.started, reason)
+                time.monotonic() - self.started, reason, confirmed=self.acknowledged)
 
     def connectionLost(self, reason) -> None:
         """The reactor is shutting down."""
