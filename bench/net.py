@@ -21,30 +21,41 @@ def loopback(host: str) -> str:
     return host
 
 
-def free_port(host: str, kind: int = socket.SOCK_STREAM) -> int:
-    family = socket.AF_INET6 if ":" in loopback(host) else socket.AF_INET
-    with socket.socket(family, kind) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports the kernel never hands out by itself: below the ephemeral range (clients' own ports), so a
+    port found free here is not taken by some connection in the moment before the server binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            low = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (10000, low - 1) if low > 20000 else (low + 20000, 65000)
 
 
-def free_port_range(host: str, count: int) -> tuple[int, int]:
-    """`count` consecutive TCP ports free a moment ago (FTP passive ranges); 200 tries at most."""
+def free_port(host: str, kind: int = socket.SOCK_STREAM, also: tuple[str, ...] = ()) -> int:
+    """A port free a moment ago on `host` (and on each address of `also`), outside the ephemeral range."""
+    return free_port_range(host, 1, kind, also)[0]
+
+
+def free_port_range(host: str, count: int, kind: int = socket.SOCK_STREAM, also: tuple[str, ...] = ()) -> tuple[int, int]:
+    """`count` consecutive ports free a moment ago (FTP passive ranges); 200 tries at most."""
     import random
 
-    loopback(host)
+    hosts = [loopback(address) for address in (host, *also)]
+    low_limit, high_limit = _below_ephemeral()
     for _ in range(200):
-        low = random.randrange(30000, 60000 - count)
+        low = random.randrange(low_limit, high_limit - count)
         probes = []
         try:
             for port in range(low, low + count):
-                probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-                probes.append(probe)
-                probe.bind((host, port))
+                for address in hosts:
+                    probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, kind)
+                    probes.append(probe)
+                    probe.bind((address, port))
             return low, low + count - 1
         except OSError:
             continue
         finally:
             for probe in probes:
                 probe.close()
-    raise RuntimeError(f"no {count} free consecutive ports on {host}")
+    raise RuntimeError(f"no {count} free consecutive ports on {', '.join(hosts)}")

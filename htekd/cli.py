@@ -13,6 +13,7 @@ from htekd import __version__
 
 # command -> (module in htekd.commands, one-line help); each module has add_arguments(parser, name) and run(args)
 COMMANDS = {
+    "init": ("init", "create a content tree and a commented htekd.conf for it"),
     "serve": ("serve", "run the daemon: TFTP, FTP, HTTP and HTTPS listeners over one resolver"),
     "check": ("check", "validate the configuration, the content tree and every parameter value (like nginx -t)"),
     "render": ("render", "print exactly what a phone would get for cfg<mac>.xml or cfg<devcode>.xml"),
@@ -35,23 +36,40 @@ class CommandError(Exception):
         self.status = status
 
 
-def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="htekd", description="Provisioning daemon for Htek IP phones.")
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the one-line errors of every other failure: `htekd <command>: message`, status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The arguments; a mistake is reported by the command's own parser, so it names the command."""
+    parser, commands = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = ArgumentParser(prog="htekd", description="Provisioning daemon for Htek IP phones.")
     parser.add_argument("--version", action="version", version=f"htekd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    commands = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             module = importlib.import_module(f"htekd.commands.{module_name}")
             module.add_arguments(command, name)
             command.set_defaults(run=module.run)
-    return parser
+    return parser, commands
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    args = parse(argv)
     try:
         return args.run(args) or 0
     except CommandError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import hashlib
 import ipaddress
@@ -51,16 +52,32 @@ def login_ha1(user: str, password: str) -> str:
 
 
 class ConfigError(Exception):
-    """A bad configuration; str() is the one line the administrator sees."""
+    """A bad configuration; str() is the one line the administrator sees, in `htekd check`'s form:
+    `file:line: error: [section] key: message` (no line when the key or section is missing)."""
 
-    def __init__(self, file: Path | str, section: str | None, key: str | None, message: str):
-        self.file, self.section, self.key = str(file), section, key
-        where = self.file
-        if section:
-            where += f": [{section}]"
+    def __init__(self, file: Path | str, section: str | None, key: str | None, message: str, line: int = 0):
+        self.file, self.section, self.key, self.line = str(file), section, key, line
+        where = f"{self.file}:{line}" if line else self.file
+        what = f"[{section}]" if section else ""
         if key:
-            where += f" {key}"
-        super().__init__(f"{where}: {message}")
+            what += f" {key}"
+        super().__init__(f"{where}: error: " + (f"{what}: " if what else "") + message)
+
+
+def _line_numbers(text: str) -> dict[tuple[str, str | None], int]:
+    """(section, key) -> the line it is on, and (section, None) -> its header's line, for error messages."""
+    lines: dict[tuple[str, str | None], int] = {}
+    section = None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\[([^\]]+)\]", line)
+        if header:
+            section = header.group(1).strip()
+            lines.setdefault((section, None), number)
+            continue
+        item = re.match(r"([^\s;#=:][^=:]*)[=:]", line)
+        if item and section is not None:
+            lines.setdefault((section, item.group(1).strip().lower()), number)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -249,7 +266,7 @@ class Config:
         return f"{protocol}://{netloc}" + (f"/{prefix}" if prefix else "")
 
 
-_SECTIONS = {
+SECTIONS = {  # section -> its keys: every key htekd.conf may hold
     "htekd": {"root", "state_dir", "server_url", "unknown_phones", "log", "log_format", "aes_key", "encrypt",
               "aes_key_in_model_file", "secret_parameters", "timezone"},
     "tftp": {"enabled", "listen", "timeout", "retries", "max_transfers"},
@@ -275,11 +292,12 @@ _DEFAULT_ENABLED = {"tftp": True, "ftp": True, "http": True, "https": False}
 class _Reader:
     """Typed access to one parsed file, raising ConfigError with file/section/key."""
 
-    def __init__(self, file: Path, parser: configparser.ConfigParser):
-        self.file, self.parser = file, parser
+    def __init__(self, file: Path, parser: configparser.ConfigParser, lines: dict):
+        self.file, self.parser, self.lines = file, parser, lines
 
     def error(self, section: str, key: str | None, message: str) -> ConfigError:
-        return ConfigError(self.file, section, key, message)
+        line = self.lines.get((section, key)) or self.lines.get((section, None), 0)
+        return ConfigError(self.file, section, key, message, line)
 
     def get(self, section: str, key: str, default: str | None = None) -> str:
         value = self.parser.get(section, key, fallback=None) if self.parser.has_section(section) else None
@@ -382,15 +400,20 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
     path = Path(path).resolve()
     parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, None, None, f"cannot read: {exc.strerror}") from None
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, None, " ".join(str(exc).split())) from None
-    read = _Reader(path, parser)
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(path, None, None, f"not UTF-8 text ({exc.reason})", line) from None
+    lines = _line_numbers(text)
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        raise ConfigError(path, None, None, _parser_message(exc, lines), _parser_line(exc)) from None
+    read = _Reader(path, parser, lines)
     for section in parser.sections():
-        known = _SECTIONS.get(section)
+        known = SECTIONS.get(section)
         if known is None:
             raise read.error(section, None, "unknown section")
         for key in parser.options(section):
@@ -509,6 +532,25 @@ def _phonebook(read: _Reader) -> PhonebookConfig:
         numbers=tuple(read.get("phonebook", "numbers", " ".join(defaults.numbers)).split()),
         per_group=read.boolean("phonebook", "per_group", defaults.per_group),
     )
+
+
+def _parser_line(exc: configparser.Error) -> int:
+    errors = getattr(exc, "errors", None)  # ParsingError; MissingSectionHeaderError has lineno only
+    return getattr(exc, "lineno", None) or (errors[0][0] if errors else 0)
+
+
+def _parser_message(exc: configparser.Error, lines: dict) -> str:
+    """configparser's message without its "While reading from ... [line N]" preamble (the line is given apart)."""
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"[{exc.section}] {exc.option}: given twice (first on line {lines.get((exc.section, exc.option), '?')})"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"[{exc.section}]: section given twice"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"{exc.line.strip()!r} is outside any [section]"
+    if getattr(exc, "errors", None):
+        line = ast.literal_eval(exc.errors[0][1])  # configparser keeps repr(line)
+        return f"not a key = value line: {line.strip()!r}"
+    return " ".join(str(exc).split())
 
 
 def _pnp(read: _Reader) -> PnpConfig:

@@ -499,6 +499,8 @@ class Resolver:
         server = dataclasses.replace(state.config.server, encrypt=()) if plain else state.config.server
         access = dataclasses.replace(state.config.access, allow=ANYWHERE, phone_files=ANYWHERE, throttle=0)
         resolver = Resolver(dataclasses.replace(state.config, server=server, access=access), state.snapshot)
+        # The same snapshot and phonebook settings: the phonebook is built once, not for every file shown.
+        resolver._state.phonebook = state.phonebook
         return resolver.resolve(name, Client(protocol, "127.0.0.1", user_agent=user_agent))
 
     def inputs_for(self, target: str, protocol: str = "http", user_agent: str = "") -> Target:

@@ -160,7 +160,7 @@ def _check_file(path: Path, rel: str, name: str) -> list[Problem]:
     if ring and not 4 <= int(ring[1]) <= 8:
         return [Problem(rel, 0, "phones take ring4.bin to ring8.bin only (ring1-3 are built in)")]
     if LANGUAGE_LIKE.match(name) and name not in language_files():
-        return [Problem(rel, 0, "not a language file name the phone takes (see the README for the list)")]
+        return [Problem(rel, 0, "not a language file name the phone takes (see docs/guide.md for the list)")]
     match = MODEL_IMAGE.match(name)
     if match:
         return _check_model_image(path, rel, name, match)

@@ -95,6 +95,9 @@ INSERT INTO requests (time, protocol, address, port, name, kind, outcome, bytes,
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 HISTORY = 100_000  # requests kept by default
+# Requests waiting for the writer to enter the history; beyond (a flood) they are left out of it:
+# the history is for people reading the console, the request log keeps every line.
+HISTORY_QUEUE_LIMIT = 2_000  # 10,000 requests a second at the writer's pace
 REQUEST_FIELDS = ("time", "protocol", "address", "port", "name", "kind", "outcome", "bytes", "duration", "mac",
                   "model", "firmware", "devcode", "reason")
 PHONE_FIELDS = ("mac", "model", "devcode", "firmware", "address", "protocol", "last_file", "outcome",
@@ -172,7 +175,7 @@ class PhoneStore:
             raise StateError(f"cannot open {self.path}: {exc}") from None
         self._connection = connection
         self._rows: deque[dict] = deque()  # append and popleft are atomic: no lock on the request path
-        self._requests: deque[RequestRecord] = deque()
+        self._requests: deque[tuple] = deque()  # REQUEST_FIELDS of requests for the history
         self._pending = threading.Event()  # set by the first row after the writer took the last batch
         self._closing = threading.Event()
         self._dropped = 0
@@ -186,11 +189,12 @@ class PhoneStore:
 
     def observe(self, record: RequestRecord, client: Client) -> None:
         """RequestLog observer: remembers the request and the phone behind it. Never blocks, never raises."""
-        if len(self._rows) + len(self._requests) >= QUEUE_LIMIT:
+        if len(self._rows) >= QUEUE_LIMIT:
             self._dropped += 1
             return
-        if self.history:
-            self._requests.append(record)
+        if self.history and len(self._requests) < HISTORY_QUEUE_LIMIT:
+            # A tuple, not the record: a flood of requests must not keep a record object each alive.
+            self._requests.append(tuple(getattr(record, name) for name in REQUEST_FIELDS))
             if not self._pending.is_set():
                 self._pending.set()
         if not record.mac and not (record.devcode and record.model):
@@ -256,7 +260,7 @@ class PhoneStore:
                              "requests": before["requests"] + row["requests"]}
         return list(merged.values())
 
-    def _commit(self, rows: list[dict], requests: list[RequestRecord]) -> None:
+    def _commit(self, rows: list[dict], requests: list[tuple]) -> None:
         try:
             with self._connection:
                 self._connection.executemany(UPSERT_PHONE, self._merged(rows, "mac"))
@@ -265,8 +269,7 @@ class PhoneStore:
                 if any(row["mac"] and row["mac"] not in inventory for row in rows):
                     self._trim_other_phones(inventory)
                 if requests:
-                    self._connection.executemany(INSERT_REQUEST, (
-                        tuple(_storable(getattr(record, name)) for name in REQUEST_FIELDS) for record in requests))
+                    self._connection.executemany(INSERT_REQUEST, (tuple(map(_storable, row)) for row in requests))
                     self._connection.execute("DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?",
                                              (self.history,))
         except sqlite3.Error as exc:

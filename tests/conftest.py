@@ -29,9 +29,10 @@ READY_TIMEOUT = 15.0
 PROTOCOLS = ("tftp", "ftp", "http", "https")
 
 
-def free_port(kind: int = socket.SOCK_STREAM, host: str = LOOPBACK) -> int:
-    """A port the kernel just handed out on `host` (TCP by default, UDP with SOCK_DGRAM)."""
-    return net.free_port(host, kind)
+def free_port(kind: int = socket.SOCK_STREAM, host: str = LOOPBACK, also: tuple[str, ...] = ()) -> int:
+    """A port free a moment ago on `host` and every address of `also` (TCP by default, UDP with SOCK_DGRAM),
+    outside the range the kernel hands clients, so no connection takes it before the daemon binds it."""
+    return net.free_port(host, kind, also)
 
 
 def free_port_range(count: int = 20) -> tuple[int, int]:

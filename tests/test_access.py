@@ -147,7 +147,8 @@ def test_bad_access_settings_are_one_line_naming_the_key(tmp_path: Path, key: st
 
     result = subprocess.run([sys.executable, "-m", "htekd", "check", "-c", str(conf)], capture_output=True, text=True)
     assert result.returncode == 1
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{conf}:") and f": error: {message}" in line, line
 
 
 def test_throttled_requests_are_logged_for_fail2ban_on_every_protocol(daemon):

@@ -316,6 +316,18 @@ def test_cli_key_option_wins_over_environment():
     assert result.returncode == 0 and openssl_decrypt(result.stdout, "1") == XML
 
 
+def test_cli_key_from_the_configuration(tmp_path):
+    conf = tmp_path / "htekd.conf"
+    conf.write_text("[htekd]\nroot = root\nserver_url = http://10.0.0.1\naes_key = C0FFEE\n", encoding="utf-8")
+    result = htekd("decrypt", "-c", conf, "-", "-", data=openssl_encrypt(XML, "C0FFEE"))
+    assert result.returncode == 0 and result.stdout == XML
+    result = htekd("encrypt", "-c", conf, "--key", "1", "-", "-", data=XML)  # a key given wins
+    assert result.returncode == 0 and openssl_decrypt(result.stdout, "1") == XML
+    conf.write_text("[htekd]\nroot = root\nserver_url = http://10.0.0.1\n", encoding="utf-8")
+    line = one_line_error(htekd("encrypt", "-c", conf, "-", "-", data=XML), "encrypt")
+    assert "no AES key" in line and "-c a configuration with [htekd] aes_key" in line
+
+
 def test_cli_key_errors(tmp_path):
     line = one_line_error(htekd("encrypt", "-", "-", data=XML), "encrypt")
     assert "no AES key" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,19 +91,38 @@ def test_bad_value_names_file_section_and_key(tmp_path, text, section, key, word
         load(path)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: [{section}]" + (f" {key}:" if key else ":"))
+    what = f"[{section}]" + (f" {key}:" if key else ":")
+    assert re.match(rf"{re.escape(str(path))}(:[0-9]+)?: error: {re.escape(what)} ", message), message
     assert words in message
 
 
 def test_missing_file_and_unparsable_file(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path / "nope.conf")
-    assert str(caught.value) == f"{tmp_path / 'nope.conf'}: cannot read: No such file or directory"
+    assert str(caught.value) == f"{tmp_path / 'nope.conf'}: error: cannot read: No such file or directory"
     path = write_conf(tmp_path, "root = outside any section\n")
     with pytest.raises(ConfigError) as caught:
         load(path)
-    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+    assert str(caught.value) == f"{path}:1: error: 'root = outside any section' is outside any [section]"
     path.write_bytes(b"[htekd]\nroot = \xff\xfe\n")
     with pytest.raises(ConfigError) as caught:
         load(path)
-    assert str(caught.value).startswith(f"{path}: ")
+    assert str(caught.value).startswith(f"{path}:2: error: not UTF-8 text")
+
+
+@pytest.mark.parametrize("text,line,message", [
+    (MINIMAL + "[tftp]\nenabled = yes\nlisten = nonsense\n", "L+3", "[tftp] listen: expected host:port or [v6]:port, got 'nonsense'"),
+    (MINIMAL + "[tftp]\nenabled = yes\nenabled = no\n", "L+3", "[tftp] enabled: given twice (first on line L+2)"),
+    (MINIMAL + "[tftp]\n[tftp]\n", "L+2", "[tftp]: section given twice"),
+    (MINIMAL + "[gopher]\n", "L+1", "[gopher]: unknown section"),
+    (MINIMAL + "[ftp]\nuser = admin\n", "L+1", "[ftp] password: user and password go together"),
+    (MINIMAL + "just words\n", "L+1", "not a key = value line: 'just words'"),
+])
+def test_config_errors_carry_the_line(tmp_path, text, line, message):
+    """Like every other problem `htekd check` reports: file:line: error: message."""
+    last = MINIMAL.count("\n")
+    path = write_conf(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    number = lambda text: re.sub(r"L\+([0-9])", lambda m: str(last + int(m.group(1))), text)
+    assert str(caught.value) == f"{path}:{number(line)}: error: {number(message)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,7 +117,7 @@ def test_bad_config_is_one_line_naming_file_section_and_key(daemon, overrides, e
     assert running.wait_exit(15) == 1
     lines = event_lines(running.stderr_text())
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"htekd: {running.config_path}: {expected}")
+    assert re.match(rf"htekd: {re.escape(str(running.config_path))}:[0-9]+: error: {re.escape(expected)}: ", lines[0]), lines
 
 
 def test_unusable_tls_key_is_one_line(daemon, site):
@@ -130,7 +131,7 @@ def test_unusable_tls_key_is_one_line(daemon, site):
 def test_missing_config_file(tmp_path):
     done = htekd("serve", "-c", str(tmp_path / "nowhere.conf"))
     assert done.returncode == 1
-    assert event_lines(done.stderr) == [f"htekd: {tmp_path / 'nowhere.conf'}: cannot read: No such file or directory"]
+    assert event_lines(done.stderr) == [f"htekd: {tmp_path / 'nowhere.conf'}: error: cannot read: No such file or directory"]
 
 
 def test_broken_tree_at_start_is_one_line(daemon, site):
@@ -334,6 +335,12 @@ def test_phones_without_a_state_database(site):
     (site / "htekd.conf").write_text(
         "[htekd]\nroot = root\nstate_dir = state\nserver_url = http://127.0.0.1\n", encoding="utf-8"
     )
+    missing = htekd("phones", "-c", str(site / "htekd.conf"))
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert event_lines(missing.stderr) == [
+        f"htekd phones: state folder {site / 'state'} does not exist ([htekd] state_dir of {site / 'htekd.conf'}): "
+        "has htekd serve run with this configuration?"]
+    (site / "state").mkdir()
     done = htekd("phones", "-c", str(site / "htekd.conf"), "--json")
     assert done.returncode == 0 and json.loads(done.stdout) == []
     bad = htekd("phones", "-c", str(site / "missing.conf"))

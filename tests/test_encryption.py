@@ -5,6 +5,7 @@ Every encrypted file is checked with the real openssl binary, as the phone's fir
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,12 +117,12 @@ def test_bad_keys_are_refused_with_file_section_and_key(site: Path, bad: str):
         set_server_keys(conf, aes_key=bad)
         result = htekd(conf, "check")
         assert result.returncode == 1
-        assert result.stderr.decode().startswith(f"htekd check: {conf}: [htekd] aes_key: ")
-        assert bad not in result.stderr.decode()
+        assert re.match(rf"{re.escape(str(conf))}:[0-9]+: error: \[htekd\] aes_key: ", result.stdout.decode())
+        assert bad not in result.stdout.decode() + result.stderr.decode()
     else:
         set_server_keys(conf, aes_key_in_model_file="yes")
         result = htekd(conf, "check")
-        assert result.returncode == 1 and b"[htekd] aes_key_in_model_file: needs aes_key" in result.stderr
+        assert result.returncode == 1 and b": error: [htekd] aes_key_in_model_file: needs aes_key" in result.stdout
 
 
 def test_an_encrypted_file_fetched_over_every_protocol_decrypts_to_render_plain(daemon, site: Path):

@@ -354,7 +354,7 @@ def test_a_resolver_exception_fails_one_request_only(tmp_path):
 
 def test_ipv6_and_ipv4_on_the_same_port(daemon, tmp_path):
     try:
-        port = free_port(host="::1")
+        port = free_port(host="::1", also=(LOOPBACK,))  # free on both: the daemon binds both
     except OSError as exc:
         pytest.skip(f"no IPv6 loopback here: {exc}")
     d = daemon({"http": {"listen": f"[::1]:{port} 127.0.0.1:{port}"}})

@@ -131,3 +131,24 @@ def test_models_command_rejects_unknown_options():
     assert result.returncode == 2
     assert "unrecognized arguments: --bogus" in result.stderr
     assert result.stdout == ""
+
+
+def test_models_with_a_configuration_adds_the_device_codes_learned_from_phones(daemon):
+    running = daemon()
+    agent = "Htek UC901 2.0.4.2 00:1f:c1:00:00:09"
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", "-A", agent, running.url("http", "cfg0031.xml")], timeout=30)
+    running.wait_log(lambda line: "cfg0031.xml" in line)
+    assert running.stop() == 0  # what is queued is written at shutdown
+    result = htekd("models", "-c", str(running.config_path))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["UC901"] == ["UC901", "UC900", "0031", "(learned)", "unknown"]
+    assert rows["UC924"] == ["UC924", "UC900", "0012", "fw920M.rom"]
+    listed = {entry["model"]: entry for entry in json.loads(htekd("models", "-c", str(running.config_path), "--json").stdout)}
+    assert listed["UC901"]["devcode"] == "0031"
+
+
+def test_models_with_a_missing_configuration_is_one_line(tmp_path):
+    result = htekd("models", "-c", str(tmp_path / "missing.conf"))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"htekd models: {tmp_path / 'missing.conf'}: error: cannot read: No such file or directory\n"

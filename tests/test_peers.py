@@ -131,7 +131,8 @@ def test_secret_parameters_take_codes_and_names_and_refuse_what_is_no_parameter(
     conf.write_text(conf.read_text().replace("Account1_Label", "Acount1_Label"))
     with pytest.raises(config.ConfigError) as caught:
         config.load(conf)
-    assert str(caught.value) == (f"{conf}: [htekd] secret_parameters: unknown parameter 'Acount1_Label' "
+    line = conf.read_text().splitlines().index("secret_parameters = P99001, Acount1_Label p4401") + 1
+    assert str(caught.value) == (f"{conf}:{line}: error: [htekd] secret_parameters: unknown parameter 'Acount1_Label' "
                                  "(give P-codes or parameter names)")
 
 

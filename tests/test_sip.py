@@ -332,7 +332,7 @@ def test_notify_bad_input_is_one_line(args, message):
 def test_notify_by_mac_needs_the_configuration(tmp_path):
     result = htekd("notify", "-c", str(tmp_path / "missing.conf"), "001fc1000001")
     assert result.returncode == 1 and result.stderr.count("\n") == 1
-    assert "missing.conf: cannot read" in result.stderr
+    assert "missing.conf: error: cannot read" in result.stderr
 
 
 # -- PnP responder -------------------------------------------------------------------------------
@@ -530,7 +530,7 @@ def test_pnp_port_in_use_is_one_line(tmp_path):
     server = PnpServer(tmp_path, port=port)
     try:
         assert not server.ready and server.proc.wait(10) == 1
-        assert server.proc.stderr.read() == f"pnp: cannot listen on 0.0.0.0:{port}: Address already in use\n"
+        assert server.proc.stderr.read() == f"pnp: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     finally:
         server.stop()
         holder.close()
@@ -541,10 +541,25 @@ def test_pnp_group_that_cannot_be_joined_is_one_line(tmp_path):
     try:
         assert not server.ready and server.proc.wait(10) == 1
         assert server.proc.stderr.read() == (
-            "pnp: cannot listen on 224.0.1.75 on interface 203.0.113.77: No such device "
+            f"pnp: cannot listen on 203.0.113.77:{server.port}: Cannot assign requested address "
             "(set [pnp] interface to this host's LAN address, or enabled = no)\n")
     finally:
         server.stop()
+
+
+def udp_addresses(port: int) -> set[str]:
+    """The IPv4 addresses UDP sockets of this host are bound to on `port` (from /proc/net/udp)."""
+    found = set()
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        address, _, hex_port = line.split()[1].partition(":")
+        if int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_pnp_on_a_loopback_interface_listens_on_loopback_and_the_group_only(pnp):
+    server = pnp()
+    assert udp_addresses(server.port) == {"127.0.0.1", PNP_GROUP}
 
 
 # -- htekd dhcp ----------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ def test_unknown_names_are_errors_naming_the_line_or_the_key(tmp_path: Path):
     conf = make_site(tmp_path, csv=CSV, extra="timezone = ../../etc/passwd")
     done = htekd("check", "-c", str(conf))
     assert done.returncode != 0
-    assert done.stderr.strip().endswith("[htekd] timezone: unknown time zone '../../etc/passwd' "
-                                        "(an IANA name such as Europe/Berlin)")
+    assert done.stdout.decode().strip().endswith("error: [htekd] timezone: unknown time zone '../../etc/passwd' "
+                                                 "(an IANA name such as Europe/Berlin)")
     conf = make_site(tmp_path, csv=CSV, extra="timezone = Asia/Kathmandu")
     done = htekd("check", "-c", str(conf))
     assert done.returncode == 0

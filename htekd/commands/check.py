@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import sys
 
+from htekd import config as config_module
 from htekd import phonebook, phonexml, timezones, tree
 from htekd.catalog import catalog
-from htekd.commands.common import add_config_argument, load_config
+from htekd.commands.common import add_config_argument
 from htekd.models import models
 from htekd.render import CONFIG_SERVER_PATH, FIRMWARE_SERVER_PATH, RESOURCE_URLS, RING_FILES, RING_URL
 from htekd.resources import check_files, firmware_offer
@@ -55,8 +56,9 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
         if version:
             problems.append(tree.Problem(where, 0, f"no {name} for the {count} {model} phones pinned to firmware {version}"))
         else:
-            problems.append(tree.Problem(where, 0, f"no {name} for the {model} phones in phones.csv: "
-                                         "they keep the firmware they have", "warning"))
+            problems.append(tree.Problem(where, 0, f"no {name} for the {model} phones in phones.csv: they keep the "
+                                         f"firmware they have (put the vendor's {name} in files/ to upgrade them)",
+                                         "warning"))
     return problems
 
 
@@ -111,7 +113,12 @@ def all_problems(config) -> tuple[tree.Snapshot, list[tree.Problem]]:
 
 
 def run(args) -> int:
-    config = load_config(args.config)
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as exc:
+        print(exc)  # a problem line like every other one
+        print("htekd check: 1 errors, 0 warnings (in the configuration; nothing else checked)", file=sys.stderr)
+        return 1
     snapshot, problems = all_problems(config)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors

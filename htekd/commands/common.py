@@ -14,9 +14,23 @@ from htekd import config as config_module
 from htekd.cli import CommandError
 
 
-def add_config_argument(parser) -> None:
+def add_config_argument(parser, what: str = "configuration file") -> None:
     parser.add_argument("-c", "--config", default=str(config_module.DEFAULT_CONFIG), metavar="FILE",
-                        help=f"configuration file (default {config_module.DEFAULT_CONFIG})")
+                        help=f"{what} (default {config_module.DEFAULT_CONFIG})")
+
+
+def add_optional_config_argument(parser, needed_for: str) -> None:
+    """-c for a command that also works without a configuration."""
+    parser.add_argument("-c", "--config", default=None, metavar="FILE",
+                        help=f"configuration file (default {config_module.DEFAULT_CONFIG} when it exists; "
+                             f"needed for {needed_for})")
+
+
+def load_optional_config(path: str | None) -> config_module.Config | None:
+    """The configuration given, else the default one when it exists, else None."""
+    if path is None and not config_module.DEFAULT_CONFIG.exists():
+        return None
+    return load_config(path or str(config_module.DEFAULT_CONFIG))
 
 
 def add_phone_arguments(parser) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from htekd import aes
 from htekd.cli import CommandError
-from htekd.commands.common import read_input, shown, write_output
+from htekd.commands.common import add_optional_config_argument, load_optional_config, read_input, shown, write_output
 
 KEY_ENVIRONMENT = "HTEKD_AES_KEY"
 
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     decrypt_option = " -d" if name == "decrypt" else ""
     parser.epilog = f"""\
 The key is 1 to 16 hex digits (0-9, A-F), the phone's "Common AES Key" (P8631). It is taken from
---key, else --key-file, else the environment variable {KEY_ENVIRONMENT}. A key given with --key is
+--key, else --key-file, else the environment variable {KEY_ENVIRONMENT}, else [htekd] aes_key of the
+configuration (-c FILE, or /etc/htekd.conf when it exists). A key given with --key is
 visible to every user in the process list; --key-file and {KEY_ENVIRONMENT} are not.
 Equivalent openssl command:
   openssl enc{decrypt_option} -aes-128-cbc -K KEY -iv {aes.IV.hex().upper()} -in IN -out OUT
@@ -32,6 +33,7 @@ Equivalent openssl command:
     source.add_argument(
         "--key-file", metavar="FILE", type=Path, help="read the key from FILE (surrounding whitespace ignored)"
     )
+    add_optional_config_argument(parser, "its [htekd] aes_key when no other key is given")
     if name == "decrypt":
         parser.add_argument(
             "--raw", action="store_true", help="write the decrypted data even if it does not look like XML"
@@ -71,7 +73,11 @@ def _key(args: argparse.Namespace) -> str:
     elif KEY_ENVIRONMENT in os.environ:
         source, key = KEY_ENVIRONMENT, os.environ[KEY_ENVIRONMENT]
     else:
-        raise CommandError(f"no AES key: give --key or --key-file, or set {KEY_ENVIRONMENT}")
+        config = load_optional_config(args.config)
+        if config is None or not config.server.aes_key:
+            raise CommandError(f"no AES key: give --key or --key-file, set {KEY_ENVIRONMENT}, "
+                               "or -c a configuration with [htekd] aes_key")
+        source, key = f"[htekd] aes_key of {config.source}", config.server.aes_key
     try:
         aes.parse_key(key)
     except aes.InvalidKey as exc:

@@ -11,11 +11,11 @@ import argparse
 import ipaddress
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from htekd import sip
 from htekd.cli import CommandError
-from htekd.config import DEFAULT_CONFIG, Config, ConfigError, load
+from htekd.commands.common import add_optional_config_argument, load_optional_config
+from htekd.config import DEFAULT_CONFIG, Config
 from htekd.escape import shown
 
 
@@ -78,8 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("targets", nargs="*", metavar="TARGET", help="a MAC or an IP address[:port]")
-    parser.add_argument("-c", "--config", type=Path, default=None, metavar="FILE",
-                        help=f"the configuration file (default {DEFAULT_CONFIG}; needed for MACs, --group, --model, --all)")
+    add_optional_config_argument(parser, "MACs, --group, --model, --all")
     parser.add_argument("--group", action="append", default=[], metavar="G", help="every phone of group G in phones.csv")
     parser.add_argument("--model", action="append", default=[], metavar="M", help="every phone of model M (inventory or seen)")
     parser.add_argument("--all", action="store_true", help="every phone in phones.csv and every phone seen")
@@ -100,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if not (args.targets or args.group or args.model or args.all):
         raise CommandError("no target: give a MAC or an address, or --group, --model, --all")
-    config = _config(args)
+    config = load_optional_config(args.config)
     targets = select_targets(args, config)
     options = NotifyOptions(
         reboot=args.reboot,
@@ -125,17 +124,6 @@ def run(args: argparse.Namespace) -> int:
     if not finished:
         return 130
     return 0 if failed == 0 else 1
-
-
-def _config(args: argparse.Namespace) -> Config | None:
-    """The configuration when given or present; only MAC/--group/--model/--all targets need it."""
-    path = args.config or DEFAULT_CONFIG
-    if args.config is None and not path.exists():
-        return None
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from None
 
 
 def select_targets(args: argparse.Namespace, config: Config | None) -> list[Target]:

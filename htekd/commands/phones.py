@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if not config.server.state_dir.is_dir():
+        # An empty table would say "no phone asked yet" when the truth is "not the daemon's state".
+        raise CommandError(f"state folder {config.server.state_dir} does not exist ([htekd] state_dir of "
+                           f"{config.source}): has htekd serve run with this configuration?")
     try:
         phones, devcodes = read(config.server.state_dir)
     except StateError as exc:

@@ -12,6 +12,7 @@ forged SUBSCRIBE cannot turn it against a third party.
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from dataclasses import dataclass
@@ -214,7 +215,8 @@ class PnpResponder:
         if len(self.exchanges) >= self.options.max_exchanges or not self.bucket.take():
             return
         url = self.url()
-        leg = sip.Leg(local_address(host), self.endpoint.transport.getHost().port)
+        bound = self.endpoint.transport.getHost()
+        leg = sip.Leg(bound.host if bound.host != "0.0.0.0" else local_address(host), bound.port)
         tag = sip.new_tag()
         ok = sip.build_response(request, 200, tag, [("Contact", f"<sip:{leg.user}@{sip.hostport(leg.host, leg.port)}>"),
                                                     ("Expires", "0")])
@@ -263,30 +265,69 @@ class PnpResponder:
 
 
 def listen_pnp(reactor, options: PnpOptions, url: Callable[[], str], log) -> list:
-    """Bind UDP `options.port` on every address, join the PnP group; returns the listening ports.
+    """Listen for PnP SUBSCRIBEs on UDP `options.port` and join the PnP group; returns the listening ports.
 
+    With interface 0.0.0.0 one socket on every address does it all. With an interface address, the
+    responder's socket is bound to that address only and a second socket, bound to the group address,
+    receives the multicast SUBSCRIBEs: nothing listens on other addresses (loopback stays loopback).
     `url()` gives the provisioning URL handed out at the moment of each exchange (reloads apply).
     Raises ListenError when the port cannot be bound or the group cannot be joined."""
     responder = PnpResponder(reactor, options, url, log)
-    address = f"0.0.0.0:{options.port}"
+    ports = []
+    every_address = options.interface == "0.0.0.0"
     try:
-        port = _PnpPort(options.port, responder.endpoint, "0.0.0.0", 8192, reactor, False)
-        port.startListening()
-    except Exception as exc:  # CannotListenError and the OSError under it
-        raise ListenError("pnp", address, _reason(exc)) from None
-    joined = port.joinGroup(options.group, options.interface)
+        ports.append(_listen_udp(reactor, options.interface, options.port, responder.endpoint, multicast=every_address))
+        if not every_address:
+            ports.append(_listen_udp(reactor, options.group, options.port, _Forward(responder.endpoint), multicast=True))
+    except ListenError:
+        for port in ports:
+            port.stopListening()
+        raise
+    joined = ports[-1].joinGroup(options.group, options.interface)
     failures: list = []
     joined.addErrback(failures.append)
     if failures:
-        port.stopListening()
+        for port in ports:
+            port.stopListening()
         reason = failures[0].value.args[-1] if failures[0].value.args else failures[0].getErrorMessage()
         raise ListenError("pnp", f"{options.group} on interface {options.interface}",
                           f"{reason} (set [pnp] interface to this host's LAN address, or enabled = no)")
-    return [port]
+    return ports
+
+
+def _listen_udp(reactor, host: str, port: int, protocol, multicast: bool):
+    listening = _PnpPort(port, protocol, host, 8192, reactor, False) if multicast else \
+        _PnpUnicastPort(port, protocol, host, 8192, reactor)
+    try:
+        listening.startListening()
+        return listening
+    except Exception as exc:  # CannotListenError and the OSError under it
+        reason = _reason(exc)
+        if getattr(getattr(exc, "socketError", exc), "errno", None) == errno.EADDRNOTAVAIL:
+            reason += " (set [pnp] interface to this host's LAN address, or enabled = no)"
+        raise ListenError("pnp", f"{host}:{port}", reason) from None
+
+
+class _Forward(DatagramProtocol):
+    """The group socket: hands each multicast datagram to the responder, which answers from its own socket."""
+
+    def __init__(self, endpoint: SipEndpoint):
+        self.endpoint = endpoint
+
+    def datagramReceived(self, data: bytes, address) -> None:
+        self.endpoint.datagramReceived(data, address)
 
 
 class _PnpPort(SurvivesShortage, udp.MulticastPort):
-    """The PnP socket (what reactor.listenMulticast makes), kept listening through resource errors."""
+    """A PnP socket that joins the group (what reactor.listenMulticast makes), kept listening through
+    resource errors."""
+
+    listener_name = "pnp"
+
+
+class _PnpUnicastPort(SurvivesShortage, udp.Port):
+    """The PnP socket on the interface's own address (what reactor.listenUDP makes), kept listening
+    through resource errors."""
 
     listener_name = "pnp"
 
