@@ -524,6 +524,21 @@ class Resolver:
                           self._model_inputs(state, target, model, protocol), state.snapshot)
         raise ValueError(f"{target!r} is neither a MAC nor a device code")
 
+    def settings_for(self, target: str, protocol: str = "http") -> dict[str, str] | None:
+        """The parameters (P-code -> value) of the file a phone gets for `target`, as
+        `render_target(target, plain=True)` holds them, without writing the XML; None when it gets
+        no generated file: a file under files/ is served instead, or an unknown phone is refused."""
+        state = self._state
+        chosen = self.inputs_for(target, protocol)
+        if chosen.kind is Kind.UNKNOWN_PHONE and state.config.server.unknown_phones == "deny":
+            return None
+        try:
+            if self._static(state, [chosen.name], cached_only=False) is not None:
+                return None
+        except _Refused:
+            return None
+        return render.settle(*chosen.inputs)[0]
+
     # -- listings (FTP) --------------------------------------------------------------------
 
     def listdir(self, path: str) -> list[Entry] | None:

@@ -51,6 +51,14 @@ def test_explanation_lists_exactly_what_the_phone_gets(tmp_path):
         rendered = params_of(resolver.render_target(target, "tftp", plain=True).content)
         lines = explain_target(resolver, target, protocol="tftp", show_secrets=True).lines
         assert {line.code: line.value for line in lines} == rendered, target
+        assert resolver.settings_for(target, "tftp") == rendered, target  # what firmware offers are worked out from
+
+
+def test_no_settings_for_a_phone_served_a_hand_made_file_or_refused(tmp_path):
+    conf = site(tmp_path, files={f"cfg{MAC}.xml": b"<hand-made/>"}, unknown_phones="deny")
+    resolver = resolver_for(conf)
+    assert resolver.settings_for(MAC) is None and resolver.settings_for("001fc10000ff") is None
+    assert resolver.settings_for("001fc1000009")["P35"] == "1009"
 
 
 def test_secrets_are_masked_unless_asked(tmp_path):

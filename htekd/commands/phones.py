@@ -72,7 +72,6 @@ def add_offers(config, rows: list[dict]) -> None:
 
 def offer(resolver, row: dict) -> tuple[str | None, bool]:
     """What a phone seen (`row`: mac, model, protocol, firmware) is offered now, and whether it would upgrade."""
-    from htekd import phonexml
     from htekd.models import models
     from htekd.resources import firmware_offer
 
@@ -80,10 +79,9 @@ def offer(resolver, row: dict) -> tuple[str | None, bool]:
     if model is None:
         return None, False
     protocol = row["protocol"] if row["protocol"] in ("tftp", "ftp", "http", "https") else "http"
-    resolution = resolver.render_target(row["mac"], protocol, plain=True)
-    if resolution.content is None:
+    settings = resolver.settings_for(row["mac"], protocol)
+    if settings is None:
         return None, False
-    settings = {setting.key: setting.value for setting in phonexml.parse(resolution.content)}
     found = firmware_offer(settings, resolver.config.public_url(protocol), resolver.snapshot.files, model, row["firmware"])
     if found is None:
         return None, False
