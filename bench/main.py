@@ -6,6 +6,7 @@ its speed-up over the first (workers = 1) is printed next to each."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -17,12 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import ftpload, hostile, httpload, site as site_module, tftp
+from bench import consoleload, ftpload, hostile, httpload, site as site_module, tftp
 from bench.net import free_port, free_port_range, loopback
 from bench.servers import CpuMeter, Htekd, InTftpd, Nginx, Vsftpd, memory_kib, reset_peak
 
 FIGURES = ("tftp-512", "tftp-1468", "storm", "http-cfg", "http-fw", "http-parallel", "ftp-fw", "ftp-parallel",
-           "inventory", "http-pipelining", "exhaustion")
+           "inventory", "http-pipelining", "exhaustion", "console")
+CONSOLE_PAGE = "/phones?sort=last_seen&order=desc"  # the whole inventory joined, sorted; one page of it shown
 MB = 1e6
 
 
@@ -89,7 +91,8 @@ class Bench:
     # -- setting up ----------------------------------------------------------------------------
     def prepare(self) -> None:
         host = self.host
-        ports = {"tftp": free_port(host, socket.SOCK_DGRAM), "ftp": free_port(host), "http": free_port(host)}
+        ports = {"tftp": free_port(host, socket.SOCK_DGRAM), "ftp": free_port(host), "http": free_port(host),
+                 "admin": free_port(host)}
         began = time.monotonic()
         self.site = site_module.build(self.folder / "site", host, self.args.phones, ports, free_port_range(host, 100))
         self.storm = self.site.phones[:min(self.args.storm_phones, len(self.site.phones))]
@@ -309,6 +312,43 @@ class Bench:
             failed, total = failed + run_failed, total + run_total
         self.rows.append(Row(f"1,100 HTTP + 1,100 FTP connections (256 kept), 700 silent TFTP requests from one "
                              f"host: failed phone fetches of {total}", failed, None, "", "0 failed", failed == 0))
+
+    def figure_console(self) -> None:
+        """The console's phones page over the whole inventory; a TFTP storm while browsers ask for
+        that page (ten refreshing every second, then two asking non-stop) against the same storm alone."""
+        port, tftp_port = self.site.ports["admin"], self.site.ports["tftp"]
+        self._storm(tftp_port)  # phones seen to join with the inventory
+        count = len(self.site.phones)
+        times = [consoleload.get(self.host, port, CONSOLE_PAGE) for _ in range(self.args.repeat * 5)]
+        self.rows.append(Row(f"{count:,}-phone inventory: console phones page p99", p99(times), None, "s", "< 1 s",
+                             p99(times) < 1.0))
+        loads = {"alone": (), "10 pages/s": (10.0,), "non-stop": (0.0, 0.0)}  # one Hammer per rate
+        totals = {label: [] for label in loads}
+        latencies = {label: [] for label in loads}
+        pages = {label: 0 for label in loads}
+        for _ in range(self.args.repeat):
+            for label, rates in loads.items():
+                self.htekd.reload()
+                with contextlib.ExitStack() as stack:
+                    hammers = [stack.enter_context(consoleload.Hammer(self.host, port, CONSOLE_PAGE, rate))
+                               for rate in rates]
+                    storm = self._storm(tftp_port)
+                for hammer in hammers:
+                    if hammer.error:
+                        raise RuntimeError(f"console during the storm: {hammer.error}")
+                    pages[label] += hammer.done
+                totals[label].append(storm.seconds)
+                latencies[label].append(p99([fetch.seconds for fetch in storm.fetches]))
+        for label, at_most in (("10 pages/s", 1.2), ("non-stop", None)):
+            total = ratio_row(f"TFTP storm, console phones page {label} ({pages[label]} pages): total",
+                              median(totals[label]), median(totals["alone"]), "s", at_most=at_most or 1.0)
+            latency = ratio_row(f"TFTP storm, console phones page {label}: p99 fetch latency",
+                                median(latencies[label]) * 1000, median(latencies["alone"]) * 1000, "ms",
+                                at_most=at_most or 1.0)
+            if at_most is None:  # the worst case, for information
+                total.target = latency.target = "(info)"
+                total.met = latency.met = None
+            self.rows += [total, latency]
 
     # -- the report ----------------------------------------------------------------------------
     def report(self) -> str:

@@ -162,4 +162,8 @@ enabled = no
 
 [pnp]
 enabled = no
+
+[admin]
+enabled = yes
+listen = {bracketed}:{ports['admin']}
 """, encoding="utf-8")

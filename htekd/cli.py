@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": ("serve", "run the daemon: TFTP, FTP, HTTP and HTTPS listeners over one resolver"),
     "check": ("check", "validate the configuration, the content tree and every parameter value (like nginx -t)"),
     "render": ("render", "print exactly what a phone would get for cfg<mac>.xml or cfg<devcode>.xml"),
+    "explain": ("explain", "print each parameter a phone or model gets and where its value comes from"),
     "models": ("models", "list models, device codes and firmware file names"),
     "encrypt": ("crypt", "encrypt a file as the phones and openssl enc -aes-128-cbc do"),
     "decrypt": ("crypt", "decrypt a file encrypted with htekd encrypt or openssl"),

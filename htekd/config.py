@@ -223,6 +223,22 @@ class PhonebookConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The administrator's console (htekd.console): pages, /api/ and /metrics."""
+
+    enabled: bool = False
+    listen: tuple[Address, ...] = ()
+    user: str = ""  # "" = no login, allowed on loopback addresses only
+    password: str = ""  # plain, or "md5-ha1:" + md5(user:htekd:password) in hex
+    tls: bool = False
+    certificate: Path | None = None  # default: [https]'s
+    private_key: Path | None = None
+    history: int = 100_000  # requests kept in the state folder for the console; 0 = none
+    connections_per_address: int = CONNECTIONS_PER_ADDRESS
+    ciphers: str = FORWARD_SECRET_CIPHERS  # those of [https]
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     server: ServerConfig
@@ -234,6 +250,7 @@ class Config:
     pnp: PnpConfig = PnpConfig()
     sip: SipConfig = SipConfig()
     phonebook: PhonebookConfig = PhonebookConfig()
+    admin: AdminConfig = AdminConfig()
 
     @property
     def provisioning_url(self) -> str:
@@ -268,9 +285,12 @@ SECTIONS = {  # section -> its keys: every key htekd.conf may hold
     "pnp": {"enabled", "interface", "port", "vendors", "ouis", "rate", "burst"},
     "sip": {"user", "password", "realm"},
     "phonebook": {"enabled", "title", "name", "numbers", "per_group"},
+    "admin": {"enabled", "listen", "user", "password", "tls", "certificate", "private_key", "history",
+              "connections_per_address"},
 }
 
-_DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443"}
+_DEFAULT_LISTEN = {"tftp": "0.0.0.0:69", "ftp": "0.0.0.0:21", "http": "0.0.0.0:80", "https": "0.0.0.0:443",
+                   "admin": "127.0.0.1:8081"}
 _DEFAULT_ENABLED = {"tftp": True, "ftp": True, "http": True, "https": False}
 
 
@@ -503,6 +523,7 @@ def load(path: Path | str = DEFAULT_CONFIG) -> Config:
         access=_access(read),
         pnp=_pnp(read),
         sip=_sip(read),
+        admin=_admin(read),
         phonebook=_phonebook(read),
     )
 
@@ -605,6 +626,30 @@ def _secret_parameters(read: _Reader) -> frozenset:
         except CatalogError as exc:
             raise read.error("htekd", "secret_parameters", f"{exc} (give P-codes or parameter names)") from None
     return frozenset(codes)
+
+
+def _admin(read: _Reader) -> AdminConfig:
+    enabled = read.boolean("admin", "enabled", False)
+    listen = read.addresses("admin")
+    login = read.login("admin")
+    if enabled and not login["user"]:
+        for address in listen:
+            if not ipaddress.ip_address(address.host).is_loopback:
+                raise read.error("admin", "user", f"a login (user and password) is required to listen on {address}: "
+                                 "only loopback addresses may go without")
+    tls = read.boolean("admin", "tls", False)
+    certificate = private_key = None
+    if enabled and tls:
+        certificate = read.path("admin", "certificate", read.get("https", "certificate", "") or None)
+        private_key = read.path("admin", "private_key", read.get("admin", "certificate", "")
+                                or read.get("https", "private_key", "") or read.get("https", "certificate", "") or None)
+        for key, file in (("certificate", certificate), ("private_key", private_key)):
+            if not file.is_file():
+                raise read.error("admin", key, f"{file} does not exist")
+    return AdminConfig(enabled, listen, tls=tls, certificate=certificate, private_key=private_key,
+                       history=read.number("admin", "history", 100_000, 0, 10_000_000, int),
+                       connections_per_address=read.connections("admin"), ciphers=read.ciphers("https", "ciphers"),
+                       **login)
 
 
 def _sip(read: _Reader) -> SipConfig:

@@ -24,7 +24,7 @@ from htekd.state import PhoneStore, StateError
 from htekd.store import open_database, read as read_phones_seen
 from htekd.tree import TreeError
 
-LISTENERS = ("tftp", "ftp", "http", "https")
+LISTENERS = ("tftp", "ftp", "http", "https", "admin")
 # Sections a reload cannot change: the sockets bound at start keep them until a restart.
 RESTART_SECTIONS = (*LISTENERS, "pnp")
 
@@ -55,7 +55,7 @@ def _secrets(config: Config, resolver: Resolver) -> tuple[str, ...]:
     """Every password and key the daemon knows: from htekd.conf, and from the content tree (SIP
     passwords and keys of the settings and phones.csv, per-phone AES keys), longest first."""
     found = {config.server.aes_key, config.sip.password}
-    for section in (config.ftp, config.http, config.https):
+    for section in (config.ftp, config.http, config.https, config.admin):
         found |= {section.password, section.password.removeprefix("md5-ha1:")}
     snapshot = resolver.snapshot
     layers = [snapshot.common, *snapshot.models.values(), *snapshot.groups.values(), *snapshot.phone_layers.values(),
@@ -113,6 +113,8 @@ class Daemon:
     worker: object = None  # htekd.workers.Worker in a daemon of several processes, else None
     reloading: bool = False
     reload_again: bool = False
+    last_reload: tuple[float, str] | None = None  # when, and the line said (for the console)
+    reloads: dict = dataclasses.field(default_factory=lambda: {"ok": 0, "failed": 0})
 
     def start_listeners(self) -> None:
         """Bind every enabled listener; on any failure stop what was started and raise."""
@@ -130,6 +132,10 @@ class Daemon:
                 self.ports += http.listen(self.reactor, config.http, self.resolver, self.log, tls=False)
             if config.https.enabled:
                 self.ports += http.listen(self.reactor, config.https, self.resolver, self.log, tls=True)
+            if config.admin.enabled and self.primary:
+                from htekd.console import site
+
+                self.ports += site.listen(self.reactor, self)
             if config.pnp.enabled and self.primary:
                 pnp = config.pnp
                 options = sip.PnpOptions(interface=pnp.interface, port=pnp.port, vendors=pnp.vendors, ouis=pnp.ouis,
@@ -232,6 +238,8 @@ class Daemon:
     def _reloaded(self, message: str) -> None:
         say(message)
         self.follow_root()
+        self.last_reload = (time.time(), message)
+        self.reloads["failed" if message.startswith("reload failed") else "ok"] += 1
         notify_systemd("READY=1", f"STATUS={message}")
         self.reloading = False
         if self.reload_again:
@@ -284,7 +292,7 @@ def serve(config_path: Path | str) -> int:
     log.secrets = _secrets(config, resolver)
     _settle_memory()
     try:
-        store = PhoneStore(open_database(config.server))
+        store = PhoneStore(open_database(config.server), config.admin.history)
     except StateError as exc:
         log.close()
         say(str(exc))

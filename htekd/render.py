@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 from htekd import phonexml
 from htekd.catalog import OTHER_SECTION, catalog
@@ -71,19 +71,37 @@ def substitute(value: Value, facts: Mapping[str, str]) -> str | None:
     return _TOKEN.sub(lambda match: facts[match[1]] if match[1] else match[0][0], value.value)
 
 
-def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]) -> bytes:
-    """The phone's XML for these layered values, placeholders filled in (see layout()).
+class Inputs(NamedTuple):
+    """What one configuration file is made of (render(*inputs)): the layered values, htekd's fill-ins
+    and the facts for placeholders."""
+
+    values: Mapping[str, Value]
+    defaults: Mapping[str, str]
+    facts: Mapping[str, str]
+
+
+def settle(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]
+           ) -> tuple[dict[str, str], frozenset]:
+    """Each parameter's final text, placeholders filled in, and the P-codes htekd filled in.
 
     `defaults` (server paths, upgrade mode, resource URLs) apply where no layer set the parameter,
-    or a layer left it at the phone's factory value (a phone's own download as a layer).
+    or a layer left it at the phone's factory value (a phone's own download as a layer). A value
+    whose placeholder has no value in this file is left out.
     """
-    final: dict[str, str] = {code: text for code, text in defaults.items() if _unset(values, code)}
+    filled = frozenset(code for code in defaults if _unset(values, code))
+    final: dict[str, str] = {code: defaults[code] for code in filled}
     for code, value in values.items():
-        if code in defaults and _unset(values, code):
+        if code in filled:
             continue
         text = substitute(value, facts)
         if text is not None:
             final[code] = text
+    return final, filled
+
+
+def render(values: Mapping[str, Value], defaults: Mapping[str, str], facts: Mapping[str, str]) -> bytes:
+    """The phone's XML for these layered values (see settle() and layout())."""
+    final, _ = settle(values, defaults, facts)
     return layout(final, lambda code: values[code].para if code in values else "")
 
 

@@ -60,6 +60,18 @@ def parse_user_agent(text: str) -> UserAgent:
     return UserAgent(model.name if model else match["model"].upper(), match["firmware"], mac)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A generated file and what it is made of (Resolver.inputs_for)."""
+
+    name: str  # cfg<mac>.xml or cfg<devcode>.xml
+    kind: Kind
+    model: str | None
+    inputs: render.Inputs
+    snapshot: tree.Snapshot  # the one the inputs come from
+    phone: tree.Phone | None = None  # its row of phones.csv, for a phone of the inventory
+
+
 class _Refused(Exception):
     def __init__(self, status: Status, reason: str, kind: Kind = Kind.NONE):
         self.status, self.reason, self.kind = status, reason, kind
@@ -360,12 +372,7 @@ class Resolver:
                cached_only: bool) -> Resolution:
         base["devcode"] = devcode
         sharing = models().for_devcode(devcode)
-        names = [m.name for m in sharing]
-        if agent.model in names:
-            model = agent.model
-        else:
-            with_layer = [n for n in names if n in state.snapshot.models]
-            model = with_layer[0] if len(with_layer) == 1 else (names[0] if len(names) == 1 else None)
+        model = _model_of_devcode(state, sharing, agent)
         base["model"] = model or agent.model
         key = (devcode, model, client.protocol)
         cached = state.cache.get(key)
@@ -419,12 +426,11 @@ class Resolver:
         defaults.update(timezones.default_values(state.config.server.timezone))
         return defaults
 
-    def _render_model(self, state: _State, devcode: str, model: str | None, protocol: str) -> bytes:
+    def _model_inputs(self, state: _State, devcode: str, model: str | None, protocol: str) -> render.Inputs:
         snapshot = state.snapshot
         layers = [state.keys.for_model(model), snapshot.common.values]
         if model in snapshot.models:
             layers.append(snapshot.models[model].values)
-        facts = self._facts(state, protocol, model, devcode)
         server = state.config.server
         # Every phone, known or not, may fetch a model file: passwords and keys go in phone files only,
         # except the AES key when the administrator asks for that bootstrap explicitly.
@@ -432,10 +438,14 @@ class Resolver:
         defaults = self._defaults(state, protocol, model)
         if server.aes_key_in_model_file:
             defaults.update({render.AUTHENTICATE_CFG_FILE: "1", render.COMMON_AES_KEY: server.aes_key})
-        content = render.render(values, defaults, facts)
+        return render.Inputs(values, defaults, self._facts(state, protocol, model, devcode))
+
+    def _render_model(self, state: _State, devcode: str, model: str | None, protocol: str) -> bytes:
+        content = render.render(*self._model_inputs(state, devcode, model, protocol))
+        server = state.config.server
         return self._encrypt(state, content, server.aes_key if "model" in server.encrypt else "")
 
-    def _render_unknown(self, state: _State, mac: str, model: str | None, protocol: str) -> bytes:
+    def _unknown_inputs(self, state: _State, mac: str, model: str | None, protocol: str) -> render.Inputs:
         snapshot = state.snapshot
         layers = [state.keys.for_model(model), snapshot.common.values]
         if model in snapshot.models:
@@ -444,10 +454,13 @@ class Resolver:
         facts.update(mac=mac, mac_colons=_colons(mac))
         # Anyone can claim an unknown MAC: passwords and keys are for phones in the inventory only.
         values = _without_secrets(render.merge(layers), snapshot.secrets)
-        content = render.render(values, self._defaults(state, protocol, model), facts)
+        return render.Inputs(values, self._defaults(state, protocol, model), facts)
+
+    def _render_unknown(self, state: _State, mac: str, model: str | None, protocol: str) -> bytes:
+        content = render.render(*self._unknown_inputs(state, mac, model, protocol))
         return self._encrypt(state, content, self._phone_key(state, None))
 
-    def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
+    def _phone_inputs(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> render.Inputs:
         snapshot = state.snapshot
         layers = [state.keys.for_phone(phone.mac, model, phone.group), snapshot.common.values]
         if model in snapshot.models:
@@ -463,7 +476,10 @@ class Resolver:
             facts["group"] = phone.group
         defaults = self._defaults(state, protocol, model)
         defaults.update(phonebook.phone_values(state.config, state.phonebook, phone))
-        content = render.render(render.merge(layers), defaults, facts)
+        return render.Inputs(render.merge(layers), defaults, facts)
+
+    def _render_phone(self, state: _State, phone: tree.Phone, model: str | None, protocol: str) -> bytes:
+        content = render.render(*self._phone_inputs(state, phone, model, protocol))
         return self._encrypt(state, content, self._phone_key(state, phone))
 
     @staticmethod
@@ -492,7 +508,45 @@ class Resolver:
         server = dataclasses.replace(state.config.server, encrypt=()) if plain else state.config.server
         access = dataclasses.replace(state.config.access, allow=ANYWHERE, phone_files=ANYWHERE, throttle=0)
         resolver = Resolver(dataclasses.replace(state.config, server=server, access=access), state.snapshot)
+        # The same snapshot and phonebook settings: the phonebook is built once, not for every file shown.
+        resolver._state.phonebook = state.phonebook
         return resolver.resolve(name, Client(protocol, "127.0.0.1", user_agent=user_agent))
+
+    def inputs_for(self, target: str, protocol: str = "http", user_agent: str = "") -> Target:
+        """What the generated file for `target` (a MAC or a device code) is made of, as render_target()
+        would make it; ValueError for anything else."""
+        state = self._state
+        agent = parse_user_agent(user_agent)
+        mac = tree.normalise_mac(target)
+        if mac:
+            phone = state.snapshot.phones.get(mac)
+            if phone is None:
+                model = agent.model if not agent.mac or agent.mac == mac else None
+                return Target(f"cfg{mac}.xml", Kind.UNKNOWN_PHONE, model,
+                              self._unknown_inputs(state, mac, model, protocol), state.snapshot)
+            model = phone.model or agent.model
+            return Target(f"cfg{mac}.xml", Kind.PHONE_CONFIG, model, self._phone_inputs(state, phone, model, protocol),
+                          state.snapshot, phone)
+        if DEVCODE.fullmatch(target):
+            model = _model_of_devcode(state, models().for_devcode(target), agent)
+            return Target(f"cfg{target}.xml", Kind.MODEL_CONFIG, model,
+                          self._model_inputs(state, target, model, protocol), state.snapshot)
+        raise ValueError(f"{target!r} is neither a MAC nor a device code")
+
+    def settings_for(self, target: str, protocol: str = "http") -> dict[str, str] | None:
+        """The parameters (P-code -> value) of the file a phone gets for `target`, as
+        `render_target(target, plain=True)` holds them, without writing the XML; None when it gets
+        no generated file: a file under files/ is served instead, or an unknown phone is refused."""
+        state = self._state
+        chosen = self.inputs_for(target, protocol)
+        if chosen.kind is Kind.UNKNOWN_PHONE and state.config.server.unknown_phones == "deny":
+            return None
+        try:
+            if self._static(state, [chosen.name], cached_only=False) is not None:
+                return None
+        except _Refused:
+            return None
+        return render.settle(*chosen.inputs)[0]
 
     # -- listings (FTP) --------------------------------------------------------------------
 
@@ -533,6 +587,16 @@ class Resolver:
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
                 entries.append(Entry(child.name, stat.S_ISDIR(info.st_mode), info.st_size, info.st_mtime))
         return entries
+
+
+def _model_of_devcode(state: _State, sharing: tuple, agent: UserAgent) -> str | None:
+    """The model whose settings a cfg<devcode>.xml is made of: the User-Agent's, else the one of the
+    models sharing the code that has a settings file, else the code's only model."""
+    names = [m.name for m in sharing]
+    if agent.model in names:
+        return agent.model
+    with_layer = [n for n in names if n in state.snapshot.models]
+    return with_layer[0] if len(with_layer) == 1 else (names[0] if len(names) == 1 else None)
 
 
 def _throttle_settings(access) -> tuple:

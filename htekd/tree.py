@@ -110,6 +110,7 @@ class Snapshot:
     secrets: frozenset = frozenset()  # P-codes set anywhere in the tree that hold a credential
     keys: object = None  # keys.KeyTable of settings/keys.csv (None: no table)
     contacts: tuple = ()  # phonebook.Entry rows of settings/contacts.csv
+    columns: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # P-code -> the phones.csv column heading that sets it
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -587,6 +588,7 @@ def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
         secrets=frozenset(loader.secrets),
         keys=key_table,
         contacts=contacts,
+        columns=MappingProxyType(columns_by_code),
     )
 
 

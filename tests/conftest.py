@@ -268,12 +268,16 @@ def daemon(site, tls_files):
             parser.add_section("pnp")
         parser["pnp"]["interface"] = LOOPBACK
         parser["pnp"]["port"] = str(free_port(socket.SOCK_DGRAM))
+        if parser.has_section("admin"):  # the example's console, on a port of its own
+            ports["admin"] = free_port()
+            parser["admin"]["listen"] = f"{LOOPBACK}:{ports['admin']}"
         for section, values in (overrides or {}).items():
             if not parser.has_section(section):
                 parser.add_section(section)
             for key, value in values.items():
                 parser[section][key] = value
-        for protocol in PROTOCOLS:  # an overridden listen address: its first port is the one to talk to
+        for protocol in [*PROTOCOLS, "admin"] if parser.has_section("admin") else PROTOCOLS:
+            # an overridden listen address: its first port is the one to talk to
             first = parser[protocol]["listen"].split()[0] if parser[protocol].get("listen", "").strip() else ""
             if first.rpartition(":")[2].isdigit():
                 ports[protocol] = int(first.rpartition(":")[2])

@@ -265,6 +265,7 @@ def test_try_it_stays_on_loopback_and_explains_what_it_prints(namespaces, checko
         "htekd: listening tftp 127.0.0.1:6969",
         "htekd: listening ftp 127.0.0.1:2121",
         "htekd: listening http 127.0.0.1:8080",
+        "htekd: listening admin 127.0.0.1:8081",
         "htekd: listening pnp 224.0.1.75:5070 on 127.0.0.1",
         "htekd: ready",
         "htekd: stopping",

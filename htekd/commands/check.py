@@ -102,6 +102,16 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
     return problems
 
 
+def all_problems(config) -> tuple[tree.Snapshot, list[tree.Problem]]:
+    """Everything htekd check reports on the tree of `config`."""
+    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
+    if not any(p.severity == "error" for p in problems):
+        problems += rendered_problems(config, snapshot)
+    problems += server_warnings(config, snapshot)
+    problems += check_files(snapshot)
+    return snapshot, problems
+
+
 def run(args) -> int:
     try:
         config = config_module.load(args.config)
@@ -109,11 +119,7 @@ def run(args) -> int:
         print(exc)  # a problem line like every other one
         print("htekd check: 1 errors, 0 warnings (in the configuration; nothing else checked)", file=sys.stderr)
         return 1
-    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
-    if not any(p.severity == "error" for p in problems):
-        problems += rendered_problems(config, snapshot)
-    problems += server_warnings(config, snapshot)
-    problems += check_files(snapshot)
+    snapshot, problems = all_problems(config)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     for problem in problems:

@@ -33,6 +33,14 @@ def load_optional_config(path: str | None) -> config_module.Config | None:
     return load_config(path or str(config_module.DEFAULT_CONFIG))
 
 
+def add_phone_arguments(parser) -> None:
+    """--protocol and --user-agent: what decides a generated file besides the tree."""
+    parser.add_argument("--protocol", choices=("tftp", "ftp", "http", "https"), default="http",
+                        help="the upgrade mode the phone uses; it decides the server URLs written in (default http)")
+    parser.add_argument("--user-agent", default="", metavar="UA",
+                        help="the phone's User-Agent, e.g. 'Htek UC924 2.0.4.2 00:1f:c1:00:00:01'")
+
+
 def load_config(path: str) -> config_module.Config:
     try:
         return config_module.load(path)

@@ -60,9 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
 def add_offers(config, rows: list[dict]) -> None:
     """The firmware each phone would be offered now, next to what it runs ("offered", "upgrade")."""
-    from htekd import phonexml
-    from htekd.models import models
-    from htekd.resources import firmware_offer
     from htekd.resolver import Resolver
     from htekd.tree import TreeError
 
@@ -72,25 +69,31 @@ def add_offers(config, rows: list[dict]) -> None:
         print(f"htekd phones: firmware offers left out: {exc}", file=sys.stderr)
         resolver = None
     for row in rows:
-        row["offered"], row["upgrade"] = None, False
-        model = models().get(row["model"]) if row["model"] and resolver else None
-        if model is None:
-            continue
-        protocol = row["protocol"] if row["protocol"] in ("tftp", "ftp", "http", "https") else "http"
-        resolution = resolver.render_target(row["mac"], protocol, plain=True)
-        if resolution.content is None:
-            continue
-        settings = {setting.key: setting.value for setting in phonexml.parse(resolution.content)}
-        offer = firmware_offer(settings, config.public_url(protocol), resolver.snapshot.files, model, row["firmware"])
-        if offer is None:
-            continue
-        if offer.folder is None:
-            row["offered"] = "another server"
-        elif offer.missing:
-            row["offered"] = f"none ({', '.join(offer.missing)} missing)"
-        else:
-            row["offered"] = offer.version or " + ".join(offer.names)
-        row["upgrade"] = not offer.missing and offer.differs_from(row["firmware"])
+        row["offered"], row["upgrade"] = offer(resolver, row) if resolver else (None, False)
+
+
+def offer(resolver, row: dict) -> tuple[str | None, bool]:
+    """What a phone seen (`row`: mac, model, protocol, firmware) is offered now, and whether it would upgrade."""
+    from htekd.models import models
+    from htekd.resources import firmware_offer
+
+    model = models().get(row["model"]) if row["model"] else None
+    if model is None:
+        return None, False
+    protocol = row["protocol"] if row["protocol"] in ("tftp", "ftp", "http", "https") else "http"
+    settings = resolver.settings_for(row["mac"], protocol)
+    if settings is None:
+        return None, False
+    found = firmware_offer(settings, resolver.config.public_url(protocol), resolver.snapshot.files, model, row["firmware"])
+    if found is None:
+        return None, False
+    if found.folder is None:
+        offered = "another server"
+    elif found.missing:
+        offered = f"none ({', '.join(found.missing)} missing)"
+    else:
+        offered = found.version or " + ".join(found.names)
+    return offered, not found.missing and found.differs_from(row["firmware"])
 
 
 def print_table(rows: list[dict], columns) -> None:

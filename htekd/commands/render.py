@@ -6,7 +6,7 @@ import re
 import sys
 
 from htekd.cli import CommandError
-from htekd.commands.common import add_config_argument, load_resolver
+from htekd.commands.common import add_config_argument, add_phone_arguments, load_resolver
 from htekd.models import DEVCODE
 from htekd.resolution import Kind, Status
 from htekd.tree import normalise_mac
@@ -19,10 +19,7 @@ def add_arguments(parser, name: str) -> None:
     add_config_argument(parser)
     parser.add_argument("target", help="a MAC (any spelling), a device code such as 0012, or a file name")
     parser.add_argument("--plain", action="store_true", help="show an encrypted file decrypted (the XML)")
-    parser.add_argument("--protocol", choices=("tftp", "ftp", "http", "https"), default="http",
-                        help="the upgrade mode the phone uses; it decides the server URLs written in (default http)")
-    parser.add_argument("--user-agent", default="", metavar="UA",
-                        help="the phone's User-Agent, e.g. 'Htek UC924 2.0.4.2 00:1f:c1:00:00:01'")
+    add_phone_arguments(parser)
 
 
 def run(args) -> int:

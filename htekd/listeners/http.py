@@ -74,22 +74,29 @@ def listen(reactor, config, resolver, log, tls: bool) -> list:
     login = Login(config.user, config.password) if config.user else None
     resource = ProvisioningResource(protocol, resolver, log, reactor, config.timeout, login)
     site = ProvisioningSite(resource, config.timeout, reactor)
+    return bind(reactor, protocol, config, site, tls, resolver.client_network)
+
+
+def bind(reactor, listener: str, config, site, tls: bool, network=str) -> list:
+    """A TCP listening port for `site` on each address of `config` (a listener's section), over TLS
+    with its certificate, key and ciphers when `tls`, with its connections_per_address per client
+    (`network` of its address); ListenError after closing the others if one cannot be bound."""
     factory = site
     if tls:
         factory = TLSMemoryBIOFactory(tls_options(config, config.listen[0]), False, site)
         factory.noisy = False
-    factory = ConnectionsPerAddress(factory, protocol, config.connections_per_address, resolver.client_network)
+    factory = ConnectionsPerAddress(factory, listener, config.connections_per_address, network)
     factory.noisy = False
     ports = []
     for address in config.listen:
         port = _Port(address.port, factory, interface=address.host, reactor=reactor)
-        port.listener_name = protocol
+        port.listener_name = listener
         try:
             port.startListening()
         except CannotListenError as exc:
             for bound in ports:
                 bound.stopListening()
-            raise ListenError(protocol, address, exc.socketError.strerror or str(exc.socketError)) from None
+            raise ListenError(listener, address, exc.socketError.strerror or str(exc.socketError)) from None
         ports.append(port)
     return ports
 

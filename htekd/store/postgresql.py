@@ -13,8 +13,8 @@ import urllib.parse
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from htekd.state import (SCHEMA, TRIM_OTHER_PHONES, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode, PhoneSeen, StateError,
-                         Unavailable)
+from htekd.state import (INSERT_REQUEST, SCHEMA, TRIM_OTHER_PHONES, TRIM_REQUESTS, UPSERT_DEVCODE, UPSERT_PHONE,
+                         LearnedDevcode, PhoneSeen, StateError, Unavailable)
 from htekd.store import Database, fetch_all
 
 CONNECT_TIMEOUT = 3  # seconds
@@ -32,13 +32,16 @@ SCHEMA_LOCK = 0x6874656B
 
 
 def _pyformat(sql: str) -> str:
-    """htekd.state's SQL names parameters :name; psycopg takes %(name)s."""
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+    """htekd.state's SQL names parameters :name; psycopg takes %(name)s (and a literal % as %%)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
 UPSERT_PHONE_PG = _pyformat(UPSERT_PHONE)
 UPSERT_DEVCODE_PG = _pyformat(UPSERT_DEVCODE)
 TRIM_OTHER_PHONES_PG = _pyformat(TRIM_OTHER_PHONES)
+INSERT_REQUEST_PG = _pyformat(INSERT_REQUEST)
+TRIM_REQUESTS_PG = _pyformat(TRIM_REQUESTS)
+SCHEMA_PG = SCHEMA.format(id_column="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
 
 def problem(url: str) -> str | None:
@@ -73,7 +76,8 @@ class PostgresDatabase(Database):
     def open(self) -> None:
         self._connected()
 
-    def write(self, phones: list[dict], devcodes: list[dict], keep_others: int | None = None) -> None:
+    def write(self, phones: list[dict], devcodes: list[dict], keep_others: int | None = None,
+              requests: list[dict] = (), history: int = 0) -> None:
         connection = self._connected()
         try:
             with connection.transaction(), connection.cursor() as cursor:
@@ -82,6 +86,9 @@ class PostgresDatabase(Database):
                 cursor.executemany(UPSERT_DEVCODE_PG, sorted(devcodes, key=lambda row: row["devcode"]))
                 if keep_others is not None:
                     cursor.execute(TRIM_OTHER_PHONES_PG, {"oldest_kept": max(keep_others - 1, 0)})
+                if requests:
+                    cursor.executemany(INSERT_REQUEST_PG, requests)
+                    cursor.execute(TRIM_REQUESTS_PG, {"history": history})
         except psycopg.Error as exc:
             self.close()
             raise Unavailable(_one_line(exc)) from None
@@ -97,6 +104,17 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise StateError(f"cannot read {self.where}: {_one_line(exc)}") from None
 
+    def query(self, sql: str, values: dict) -> list[tuple]:
+        """Rows of one read (StateError when the database cannot answer; no tables yet: no rows)."""
+        try:
+            with psycopg.connect(self.url, **OPTIONS) as connection:
+                try:
+                    return connection.execute(_pyformat(sql), values).fetchall()
+                except psycopg.errors.UndefinedTable:
+                    return []
+        except psycopg.Error as exc:
+            raise StateError(f"cannot read {self.where}: {_one_line(exc)}") from None
+
     def _connected(self) -> psycopg.Connection:
         """The open connection, or a new one with the tables made sure of; Unavailable if none."""
         if self._connection is not None and not self._connection.closed:
@@ -108,7 +126,7 @@ class PostgresDatabase(Database):
         try:
             with connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                connection.execute(SCHEMA)
+                connection.execute(SCHEMA_PG)
         except psycopg.Error as exc:
             connection.close()
             raise Unavailable(_one_line(exc)) from None

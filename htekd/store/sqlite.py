@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from htekd.state import (SCHEMA, TRIM_OTHER_PHONES, UPSERT_DEVCODE, UPSERT_PHONE, LearnedDevcode, PhoneSeen, StateError,
-                         Unavailable)
+from htekd.state import (INSERT_REQUEST, SCHEMA, TRIM_OTHER_PHONES, TRIM_REQUESTS, UPSERT_DEVCODE, UPSERT_PHONE,
+                         LearnedDevcode, PhoneSeen, StateError, Unavailable)
 from htekd.store import Database, fetch_all
 
 DATABASE = "phones.sqlite"
@@ -32,30 +32,41 @@ class SqliteDatabase(Database):
             connection = sqlite3.connect(self.path, check_same_thread=False)  # then used by the writer alone
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(SCHEMA)
+            connection.executescript(SCHEMA.format(id_column="INTEGER PRIMARY KEY"))
             _upgrade(connection)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open {self.path}: {exc}") from None
         self._connection = connection
 
-    def write(self, phones: list[dict], devcodes: list[dict], keep_others: int | None = None) -> None:
+    def write(self, phones: list[dict], devcodes: list[dict], keep_others: int | None = None,
+              requests: list[dict] = (), history: int = 0) -> None:
         try:
             with self._connection:
                 self._connection.executemany(UPSERT_PHONE, phones)
                 self._connection.executemany(UPSERT_DEVCODE, devcodes)
                 if keep_others is not None:
                     self._connection.execute(TRIM_OTHER_PHONES, {"oldest_kept": max(keep_others - 1, 0)})
+                if requests:
+                    self._connection.executemany(INSERT_REQUEST, requests)
+                    self._connection.execute(TRIM_REQUESTS, {"history": history})
         except sqlite3.Error as exc:
             raise Unavailable(str(exc)) from None
 
     def read(self) -> tuple[list[PhoneSeen], list[LearnedDevcode]]:
         """From a read-only connection; no database yet means nothing seen."""
+        return self._reading(fetch_all, ([], []))
+
+    def query(self, sql: str, values: dict) -> list[tuple]:
+        """Rows of one read, from a read-only connection (any thread); no database yet: no rows."""
+        return self._reading(lambda connection: connection.execute(sql, values).fetchall(), [])
+
+    def _reading(self, read, nothing):
         if not self.path.exists():
-            return [], []
+            return nothing
         try:
             connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                return fetch_all(connection)
+                return read(connection)
             finally:
                 connection.close()
         except sqlite3.Error as exc:
