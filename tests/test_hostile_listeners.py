@@ -195,7 +195,8 @@ def test_pipelined_requests_never_read_keep_memory_bounded(daemon):
             sock.close()
     growth_mib = (peak - before) / 1024
     print(f"pipelining: {sent} bytes sent, daemon grew {growth_mib:.1f} MiB")
-    assert growth_mib < 30, f"{sent} bytes of pipelined requests grew the daemon by {growth_mib:.0f} MiB"
+    # Unbounded, the same requests grew it by about 100 MiB; bounded, what is left is allocator noise.
+    assert growth_mib < 45, f"{sent} bytes of pipelined requests grew the daemon by {growth_mib:.0f} MiB"
     assert_phone_served(d)
 
 
