@@ -35,7 +35,7 @@ def test_two_workers_serve_every_protocol_and_stop_cleanly(daemon):
     running = daemon({"htekd": {"workers": "2"}})
     lines = event_lines(running.stderr_text())
     assert lines[-1] == "htekd: ready"
-    assert [line.split()[2] for line in lines if line.startswith("htekd: listening ")] == ["tftp", "ftp", "http", "https", "pnp"]
+    assert [line.split()[2] for line in lines if line.startswith("htekd: listening ")] == ["tftp", "ftp", "http", "https", "admin", "pnp"]
     children = workers_of(running)
     assert len(children) == 2
     assert curl(running.url("http", "cfg0012.xml"))[0] == 200
