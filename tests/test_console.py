@@ -273,3 +273,21 @@ def test_metrics_count_tftp_transfers_under_way(daemon):
         assert under_way() == 0
     finally:
         phone.close()
+
+
+def test_metrics_count_the_connections_open_per_protocol(daemon):
+    running = daemon()
+
+    def open_now() -> dict[str, float]:
+        text = curl(admin_url(running, "/metrics")).body
+        return {sample.labels["protocol"]: sample.value for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name == "htekd_connections_open"}
+
+    held = [socket.create_connection((LOOPBACK, running.ports[protocol]), timeout=10) for protocol in ("http", "ftp")]
+    try:
+        assert held[1].recv(100).startswith(b"220")  # the FTP session is under way
+        counts = open_now()
+        assert counts["http"] >= 1 and counts["ftp"] == 1 and counts["https"] == 0
+    finally:
+        for sock in held:
+            sock.close()

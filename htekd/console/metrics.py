@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from htekd.listeners import ConnectionsPerAddress
 from htekd.requestlog import OUTCOMES, RequestRecord
 from htekd.resolution import Client, Kind
 
@@ -55,6 +56,19 @@ class _Collector:
         transfers = [getattr(getattr(port, "protocol", None), "transfers", None) for port in daemon.ports]
         in_flight.add_metric(("tftp",), sum(len(found) for found in transfers if isinstance(found, dict)))
         yield in_flight
+        # HTTP(S) and FTP keep no list of transfers: the connections open stand for them.
+        connections = GaugeMetricFamily("htekd_connections_open", "Connections open, by protocol (HTTP, HTTPS, FTP)",
+                                        labels=("protocol",))
+        counted: dict[str, int] = {}
+        for port in daemon.ports:
+            factory = getattr(port, "factory", None)
+            if isinstance(factory, ConnectionsPerAddress) and factory.listener in ("http", "https"):
+                counted[factory.listener] = counted.get(factory.listener, 0) + sum(factory.open.copy().values())
+        if daemon.ftp is not None:
+            counted["ftp"] = daemon.ftp.connections_open()
+        for protocol, count in sorted(counted.items()):
+            connections.add_metric((protocol,), count)
+        yield connections
         yield GaugeMetricFamily("htekd_phones_in_inventory", "Phones in phones.csv", value=len(daemon.resolver.snapshot.phones))
         yield GaugeMetricFamily("htekd_phones_seen", "Phones that have asked for a file", value=daemon.store.phones_seen_count())
         reloads = CounterMetricFamily("htekd_reloads", "Reloads (SIGHUP), by result", labels=("result",))

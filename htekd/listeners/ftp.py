@@ -491,6 +491,10 @@ class FtpListener:
         """(host, port) actually bound, in config order (port 0 in the config gives a real port here)."""
         return [server.address for server in self._servers]
 
+    def connections_open(self) -> int:
+        """Control connections open now (read from any thread: a list's length)."""
+        return sum(len(server.ip_map) for server in self._servers)
+
     def _handler_class(self) -> type:
         config = self.config
         authorizer = _Authorizer(config.user, config.password)
