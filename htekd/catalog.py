@@ -13,12 +13,12 @@ import difflib
 import functools
 import ipaddress
 import re
-import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 
 PCODE = re.compile(r"[Pp]([0-9]{1,6})")  # the phone's codes have at most 5 digits
 INTEGER = re.compile(r"-?[0-9]+")
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's category Cc, all of it
 HEX = re.compile(r"[0-9A-Fa-f]+")
 DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -106,10 +106,8 @@ def is_pcode(text: str) -> bool:
 
 
 def _control_character(value: str) -> str | None:
-    for char in value:
-        if unicodedata.category(char) == "Cc":
-            return f"control character U+{ord(char):04X} not allowed"
-    return None
+    match = CONTROL_CHARACTER.search(value)
+    return f"control character U+{ord(match.group()):04X} not allowed" if match else None
 
 
 def _valid_host(text: str) -> bool:
@@ -235,6 +233,9 @@ class Catalog:
 
     def get(self, code: str) -> Param | None:
         """The parameter for a P-code ("P47", "p47", "P047"); None for anything else."""
+        param = self._by_code.get(code)  # the usual spelling: no pattern to match (a reload asks per cell)
+        if param is not None:
+            return param
         match = PCODE.fullmatch(code)
         return self._by_code.get(f"P{int(match.group(1))}") if match else None
 

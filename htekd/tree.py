@@ -209,12 +209,12 @@ class SettingsReader:
                 self.unknown_paras.setdefault(code, para)
         if para and secret_name(para):
             self.secret_names.setdefault(code, (para, file))
-        secret = code in self.marked_secret or cat.is_secret(code) or code in self.secret_names
+        secret = code in self.marked_secret or (param is not None and cat.is_secret(param)) or code in self.secret_names
         if secret:
             self.secrets.add(code)
         literal = param is not None and not cat.takes_placeholders(param)
         used = frozenset() if literal else frozenset(PLACEHOLDER.findall(text))
-        problem = (cat.check(code, text, secret) if not used else None) or _not_xml(text)
+        problem = (cat.check(param or code, text, secret) if not used else None) or _not_xml(text)
         if problem:
             self.error(file, line, f"{code}: {problem}")
         return Value(text, f"{file}:{line}", used, para=para if param is None else "",
