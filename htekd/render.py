@@ -110,8 +110,10 @@ def _unset(values: Mapping[str, Value], code: str) -> bool:
     upgrade mode still counts beside a config server path of the administrator's: together they
     move phones to that protocol."""
     value = values.get(code)
-    if value is None or not value.factory:
-        return value is None
+    if value is None:
+        return True
+    if not value.factory:
+        return False
     if code == UPGRADE_MODE_CODE:
         server = values.get(CONFIG_SERVER_PATH)
         return server is None or server.factory

@@ -300,24 +300,22 @@ class Resolver:
             return Resolution(**base, kind=refused.kind, status=refused.status, reason=refused.reason)
 
     @staticmethod
-    def _check_phone_access(state: _State, client: Client, agent: UserAgent, mac: str) -> None:
-        """A phone's file holds its SIP password: only for the networks and the phone allowed to have it."""
+    def _check_phone_access(state: _State, client: Client, agent: UserAgent, mac: str | None,
+                            kind: Kind = Kind.PHONE_CONFIG) -> None:
+        """A phone's file holds its SIP password, the phonebook everyone's number: only for the networks
+        (and, for a phone's file, the phone: `mac`) allowed to have them."""
         access = state.config.access
         if not state.allows("phone_files", client.address):
-            raise _Refused(Status.DENIED, "address not allowed phone files", Kind.PHONE_CONFIG)
-        if access.user_agent_mac == "check" and agent.mac and agent.mac != mac:
-            raise _Refused(Status.DENIED, f"the User-Agent names another phone ({agent.mac})", Kind.PHONE_CONFIG)
+            raise _Refused(Status.DENIED, "address not allowed phone files", kind)
+        if mac and access.user_agent_mac == "check" and agent.mac and agent.mac != mac:
+            raise _Refused(Status.DENIED, f"the User-Agent names another phone ({agent.mac})", kind)
         if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
-            raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONE_CONFIG)
+            raise _Refused(Status.DENIED, "the User-Agent names no MAC", kind)
 
     def _phonebook(self, state: _State, base: dict, client: Client, agent: UserAgent, group: str | None,
                    cached_only: bool) -> Resolution:
         """The company phonebook: for the networks allowed phone files, the same bytes over every protocol."""
-        access = state.config.access
-        if not state.allows("phone_files", client.address):
-            raise _Refused(Status.DENIED, "address not allowed phone files", Kind.PHONEBOOK)
-        if access.without_mac == "deny" and not agent.mac and client.protocol in ("http", "https"):
-            raise _Refused(Status.DENIED, "the User-Agent names no MAC", Kind.PHONEBOOK)
+        self._check_phone_access(state, client, agent, None, Kind.PHONEBOOK)
         key = ("phonebook", group)
         cached = state.cache.get(key)
         if cached is None:

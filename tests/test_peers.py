@@ -24,46 +24,33 @@ PEER_SECRETS = {"P83": ("PPPoEPassword", "pppoe-Secret-83"),
 SECRET_VALUES = [value for _, value in PEER_SECRETS.values()]
 MARKED = "secret_parameters = P99001\n"  # a line of [htekd]
 
+
+def peer_file(*elements: str) -> str:
+    """A settings file as a peer's template renders it, flaws included; its first element is on line 4."""
+    return ('<?xml version="1.0" encoding="UTF-8" ?>\n<hl_provision version="1">\n<config version="1">\n'
+            + "".join(f"    {element}\n" for element in elements) + "</config>\n</hl_provision>\n")
+
+
 # Wazo's base template: a bare & in the directory URL, and (old versions) line 1's codes reused.
-WAZO = """<?xml version="1.0" encoding="UTF-8" ?>
-<hl_provision version="1">
-<config version="1">
-    <P4401 para="RemotePhoneBook1_Url">http://10.0.0.2:9498/0.1/directories/lookup/default/htek?xivo_user_uuid=u1&term=</P4401>
-    <P35 para="Account1_SipUserId">1001</P35>
-    <P35 para="Account1_SipUserId">1002</P35>
-</config>
-</hl_provision>
-"""
+WAZO = peer_file(
+    '<P4401 para="RemotePhoneBook1_Url">http://10.0.0.2:9498/0.1/directories/lookup/default/htek?xivo_user_uuid=u1&term=</P4401>',
+    '<P35 para="Account1_SipUserId">1001</P35>',
+    '<P35 para="Account1_SipUserId">1002</P35>')
 # FusionPBX's uc9xx templates: bare & in URLs and in a para name.
-FPBX = """<?xml version="1.0" encoding="UTF-8" ?>
-<hl_provision version="1">
-<config version="1">
-    <P4401 para="RemotePhoneBook1_Url">https://pbx.example.com/app/provision/?file=phonebook.xml&contacts=users</P4401>
-    <P3316 para="RemotePhoneBook1_Name">Users & Groups</P3316>
-    <P64 para="Setting.Date&Time.TimeZone">49</P64>
-</config>
-</hl_provision>
-"""
+FPBX = peer_file(
+    '<P4401 para="RemotePhoneBook1_Url">https://pbx.example.com/app/provision/?file=phonebook.xml&contacts=users</P4401>',
+    '<P3316 para="RemotePhoneBook1_Name">Users & Groups</P3316>',
+    '<P64 para="Setting.Date&Time.TimeZone">49</P64>')
 # FusionPBX's uc924u/uc926u templates: elements keyed by name, dot names, peers' other names.
-FPBX_U = """<?xml version="1.0" encoding="UTF-8" ?>
-<hl_provision version="1">
-<config version="1">
-    <Profile1_Sipserver>pbx.example.com:5060</Profile1_Sipserver>
-    <Profile1_FailoverSipserver />
-    <Account1.SipUserId>1001</Account1.SipUserId>
-    <IPLeaseTime>3600</IPLeaseTime>
-</config>
-</hl_provision>
-"""
+FPBX_U = peer_file(
+    "<Profile1_Sipserver>pbx.example.com:5060</Profile1_Sipserver>",
+    "<Profile1_FailoverSipserver />",
+    "<Account1.SipUserId>1001</Account1.SipUserId>",
+    "<IPLeaseTime>3600</IPLeaseTime>")
 # fspbx numbers expansion-module keys from P60000 on: its Exp2 keys land on codes the phone lacks.
-FSPBX = """<?xml version="1.0" encoding="UTF-8" ?>
-<hl_provision version="1">
-<config version="1">
-    <P60200 para="Exp2_1_1_KeyType">3</P60200>
-    <P61000 para="Exp6_1_1_KeyType">3</P61000>
-</config>
-</hl_provision>
-"""
+FSPBX = peer_file(
+    '<P60200 para="Exp2_1_1_KeyType">3</P60200>',
+    '<P61000 para="Exp6_1_1_KeyType">3</P61000>')
 
 
 def secrets_layer() -> str:
