@@ -21,7 +21,7 @@ from htekd.listeners import ListenError
 from htekd.requestlog import RequestLog
 from htekd.resolver import Resolver
 from htekd.state import PhoneStore, StateError
-from htekd.store import open_database, read as read_phones_seen
+from htekd.store import open_database
 from htekd.tree import TreeError
 
 LISTENERS = ("tftp", "ftp", "http", "https", "admin")
@@ -279,6 +279,7 @@ def serve(config_path: Path | str) -> int:
             return workers.supervise(config)  # the workers load the tree; this process only watches them
         if worker is not None:
             reuseport.workers = worker.count
+            reuseport.prefixes = (config.access.throttle_ipv4_prefix, config.access.throttle_ipv6_prefix)
         resolver = Resolver.from_config(config)
     except (ConfigError, TreeError) as exc:
         say(_one_line(exc))
@@ -300,7 +301,7 @@ def serve(config_path: Path | str) -> int:
     store.inventory = frozenset(resolver.snapshot.phones)
     # Where phones completed transfers of their own file before this start (confirmed addresses only).
     try:
-        resolver.remember_homes({phone.mac: phone.address for phone in read_phones_seen(config.server)[0]})
+        resolver.remember_homes({phone.mac: phone.address for phone in store.phones_seen()})
     except StateError:
         pass  # a database away at start: the writer says so once; phones are learned again as they fetch
     log.observers += [store.observe, resolver.observe]
@@ -318,8 +319,6 @@ def serve(config_path: Path | str) -> int:
         say(_one_line(exc) if isinstance(exc, ListenError) else f"cannot start listeners: {_one_line(exc)}")
         _close(store, log)
         return 1
-    for port in daemon.ports:
-        reuseport.attach(port.socket)
 
     daemon.follow_root()
     reactor.addSystemEventTrigger("before", "shutdown", daemon.shutting_down)

@@ -159,14 +159,15 @@ class PhoneStore:
     """The daemon's writer: observe() queues, a thread commits in batches, close() flushes.
 
     `database` is an htekd.store database: open() creates the tables (StateError: cannot start;
-    Unavailable: start anyway and write once it is back), write(phones, devcodes, keep_others)
-    commits one batch, keeping at most `keep_others` rows of MACs outside the inventory (None: no
-    trim needed), or raises Unavailable; close() lets it go; `where` names it without a password.
+    Unavailable: start anyway and write once it is back), write(phones, devcodes, keep_others,
+    requests, history) commits one batch, keeping at most `keep_others` rows of MACs outside the
+    inventory (None: no trim needed) and the last `history` requests, or raises Unavailable;
+    query(sql, values) reads; close() lets it go; `where` names it without a password.
 
     `inventory` (the MACs of phones.csv, set by the daemon) decides which rows are bounded: only
     confirmed requests make rows for other MACs, and at most MAX_OTHER_PHONES are kept. The last
     `history` requests are kept too (0: none). The read methods (for the console) go through the
-    database's own read connection, from any thread."""
+    database's query(), from any thread."""
 
     def __init__(self, database, history: int = HISTORY):
         self.database = database
@@ -193,8 +194,7 @@ class PhoneStore:
         if self.history and len(self._requests) < HISTORY_QUEUE_LIMIT:
             # A tuple, not the record: a flood of requests must not keep a record object each alive.
             self._requests.append(tuple(getattr(record, name) for name in REQUEST_FIELDS))
-            if not self._pending.is_set():
-                self._pending.set()
+            self._wake()
         if not record.mac and not (record.devcode and record.model):
             return
         known = record.mac in self.inventory
@@ -218,6 +218,10 @@ class PhoneStore:
             "requests": 1,
             "known": int(known),
         })
+        self._wake()
+
+    def _wake(self) -> None:
+        """The writer's signal, set only by the first row after it took the last batch (no lock taken)."""
         if not self._pending.is_set():
             self._pending.set()
 
@@ -272,8 +276,7 @@ class PhoneStore:
     def _commit(self, rows: list[dict], requests: list[tuple]) -> None:
         phones = self._merged(rows, "mac")
         devcodes = self._merged([row for row in rows if row["model"]], "devcode")
-        inventory = self.inventory
-        others = any(row["mac"] and row["mac"] not in inventory for row in rows)
+        others = any(row["mac"] and not row["known"] for row in rows)
         history = [dict(zip(REQUEST_FIELDS, map(_storable, request))) for request in requests]
         try:
             self.database.write(phones, devcodes, self.max_other_phones if others else None, history, self.history)
@@ -301,7 +304,7 @@ class PhoneStore:
     # -- reading, for the console --------------------------------------------------------------
 
     def phones_seen(self) -> list[PhoneSeen]:
-        return self.database.read()[0]
+        return [PhoneSeen(*row) for row in self.database.query(SELECT_PHONES, {})]
 
     def phones_seen_count(self) -> int:
         return self.database.query("SELECT COUNT(*) FROM phones", {})[0][0]

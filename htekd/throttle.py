@@ -29,13 +29,14 @@ class Throttle:
         self._blocked: OrderedDict[str, tuple[float, frozenset]] = OrderedDict()
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.prefixes: tuple[int, int] | None = None  # set by configure()
         self.configure(limit, window, penalty, ipv4_prefix, ipv6_prefix)
 
     def configure(self, limit: int, window: float, penalty: float, ipv4_prefix: int = IPV4_PREFIX,
                   ipv6_prefix: int = IPV6_PREFIX) -> None:
         with self._lock:
             self.limit, self.window, self.penalty = limit, window, penalty
-            if (ipv4_prefix, ipv6_prefix) != getattr(self, "prefixes", None):
+            if (ipv4_prefix, ipv6_prefix) != self.prefixes:
                 self.prefixes = (ipv4_prefix, ipv6_prefix)
                 self._keys = {}
                 self._blocked.clear()  # counted under other network boundaries

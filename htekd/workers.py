@@ -70,7 +70,6 @@ class _Process:
     index: int
     popen: subprocess.Popen
     ready: bool = False
-    started: float = field(default_factory=time.monotonic)
     partial: dict = field(default_factory=dict)  # file descriptor -> bytes after the last newline
 
 

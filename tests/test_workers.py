@@ -57,6 +57,15 @@ def test_one_client_stays_on_one_worker(daemon):
     assert running.stop() == 0
 
 
+def test_a_client_rotating_the_addresses_of_its_network_meets_one_worker(daemon):
+    """With the throttle counting IPv4 /24s, the workers are chosen by /24 too: addresses of one /24
+    (which alone would be spread over both workers) share one count."""
+    running = daemon({"htekd": {"workers": "2"}, "access": {"throttle": "4", "throttle_ipv4_prefix": "24"}})
+    codes = [from_address(running, f"127.0.9.{number + 2}", f"cfg001fc10008{number:02d}.xml") for number in range(6)]
+    assert codes == [200] * 4 + [403] * 2, codes
+    assert running.stop() == 0
+
+
 def test_sighup_reloads_every_worker_and_a_broken_edit_keeps_the_last_good_state(daemon, site):
     running = daemon({"htekd": {"workers": "2", "unknown_phones": "deny"}})
     with open(site / "root" / "phones.csv", "a", encoding="utf-8") as inventory:

@@ -104,6 +104,7 @@ class SurvivesShortage(IPv6Only):
 
     def startListening(self):
         super().startListening()
+        reuseport.attach(self.socket)
         host, port = self.getHost().host, self.getHost().port
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.shortage = Shortage(f"{self.listener_name} {address}: cannot accept", self.stopReading,

@@ -389,7 +389,7 @@ class _Exchange:
             self.nbytes = end - start
             request.write(resolution.content[start:end])
             request.finish()
-        elif isinstance(_connection(request), SendfileConnection):
+        elif not request.isSecure() and isinstance(_connection(request), SendfileConnection):
             _SentFile(self, reader, start, end - start).start()
         else:
             _FileBody(self, reader, start, end - start).start()
@@ -649,7 +649,7 @@ class _SentFile:
 
 
 def _connection(request):
-    """The TCP connection under a request: ConnectionsPerAddress puts a wrapper in between."""
+    """The TCP connection under a plain HTTP request: ConnectionsPerAddress puts a wrapper in between."""
     transport = request.transport
     return getattr(transport, "transport", transport) if isinstance(transport, ProtocolWrapper) else transport
 
