@@ -130,7 +130,7 @@ class Resolver:
 
     @classmethod
     def from_config(cls, config: Config) -> "Resolver":
-        return cls(config, tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns))
+        return cls(config, tree.load_strict(*tree.sources(config)))
 
     @property
     def snapshot(self) -> tree.Snapshot:
@@ -143,7 +143,7 @@ class Resolver:
     def reload(self, config: Config) -> None:
         """Load the tree of `config`; swap it in only if it has no errors (TreeError otherwise)."""
         with self._reload_lock:
-            snapshot = tree.load_strict(config.server.root, config.server.secret_parameters, config.phonebook.columns)
+            snapshot = tree.load_strict(*tree.sources(config))
             for throttle in (self._throttle, self._udp_throttle):
                 throttle.configure(*_throttle_settings(config.access))
             self._state = _State(config, snapshot)

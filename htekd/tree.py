@@ -592,6 +592,16 @@ def _load(root: Path, loader: _Loader, used_columns: frozenset) -> Snapshot:
     )
 
 
+def sources(config) -> tuple[Path, frozenset, tuple[str, ...]]:
+    """What htekd.conf says of the tree: its root, the parameters marked secret, the phonebook's columns."""
+    return config.server.root, config.server.secret_parameters, config.phonebook.columns
+
+
+def load_for(config) -> tuple[Snapshot, list[Problem]]:
+    """load() the tree `config` (htekd.conf) names, as the daemon will."""
+    return load(*sources(config))
+
+
 def load_strict(root: Path, secret_parameters: frozenset = frozenset(), used_columns: Iterable[str] = ()) -> Snapshot:
     """The snapshot the daemon serves: any error refuses the whole tree."""
     snapshot, problems = load(root, secret_parameters, used_columns)

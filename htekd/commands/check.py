@@ -6,7 +6,7 @@ import re
 import sys
 
 from htekd import config as config_module
-from htekd import phonebook, phonexml, timezones, tree
+from htekd import phonebook, timezones, tree
 from htekd.catalog import catalog
 from htekd.commands.common import add_config_argument
 from htekd.models import models
@@ -33,20 +33,19 @@ def rendered_problems(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
     targets += [(code, "settings", 0) for code in sorted(devcodes)]
     missing: dict[tuple, int] = {}  # (model, folder, version, file) -> phones that would not find it
     for target, file, line in targets:
-        resolution = resolver.render_target(target, plain=True)
-        if resolution.content is None:
+        settings = resolver.settings_for(target)
+        if settings is None:
             continue  # a hand-made file in files/ overrides it
-        settings = phonexml.parse(resolution.content)
         # A value may carry a secret in through a placeholder: such a value is never quoted either.
-        secret_values = [s.value for s in settings if s.key in snapshot.secrets and s.value]
-        for setting in settings:
-            secret = setting.key in snapshot.secrets or any(value in setting.value for value in secret_values)
-            message = cat.check(setting.key, setting.value, secret) if cat.get(setting.key) else None
+        secret_values = [value for code, value in settings.items() if code in snapshot.secrets and value]
+        for code, value in settings.items():
+            secret = code in snapshot.secrets or any(hidden in value for hidden in secret_values)
+            message = cat.check(code, value, secret) if cat.get(code) else None
             if message:
-                problems.append(tree.Problem(file, line, f"{setting.key} for {resolution.path}: {message}"))
+                problems.append(tree.Problem(file, line, f"{code} for cfg{target}.xml: {message}"))
         phone = snapshot.phones.get(target)
         if phone is not None:
-            offer = firmware_offer({s.key: s.value for s in settings}, config.public_url("http"), snapshot.files,
+            offer = firmware_offer(settings, config.public_url("http"), snapshot.files,
                                    models().get(phone.model) if phone.model else None)
             for name in offer.missing if offer else ():
                 key = (phone.model, offer.folder, offer.version, name)
@@ -104,7 +103,7 @@ def server_warnings(config, snapshot: tree.Snapshot) -> list[tree.Problem]:
 
 def all_problems(config) -> tuple[tree.Snapshot, list[tree.Problem]]:
     """Everything htekd check reports on the tree of `config`."""
-    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
+    snapshot, problems = tree.load_for(config)
     if not any(p.severity == "error" for p in problems):
         problems += rendered_problems(config, snapshot)
     problems += server_warnings(config, snapshot)

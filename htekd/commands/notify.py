@@ -170,7 +170,7 @@ def _phones_seen(config: Config) -> dict:
 def _inventory(config: Config) -> dict:
     from htekd import tree
 
-    snapshot, problems = tree.load(config.server.root, config.server.secret_parameters, config.phonebook.columns)
+    snapshot, problems = tree.load_for(config)
     errors = [problem for problem in problems if problem.severity == "error" and problem.file.endswith("phones.csv")]
     if errors:
         raise CommandError(f"{errors[0]} (run htekd check)")
