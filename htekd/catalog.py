@@ -341,7 +341,8 @@ def _peer_params(peer_names: tuple[tuple[str, str, bool, str], ...], first_index
     return tuple(params)
 
 
-def _read_tsv(name: str) -> list[list[str]]:
+def read_table(name: str) -> list[list[str]]:
+    """The rows of a data table shipped in htekd/data/."""
     return parse_tsv(resources.files("htekd").joinpath("data", name).read_text(encoding="utf-8"))
 
 
@@ -358,7 +359,7 @@ def parse_tsv(text: str) -> list[list[str]]:
 def _load_sections() -> tuple[Section, ...]:
     sections: list[tuple[str, list[Param]]] = []
     index = 0
-    for code, name, section, default in _read_tsv("catalog.tsv"):
+    for code, name, section, default in read_table("catalog.tsv"):
         if not code:  # a section comment
             sections.append((section, []))
             continue
@@ -371,7 +372,7 @@ def _load_sections() -> tuple[Section, ...]:
 
 def _load_rules() -> tuple[Rule, ...]:
     rules = []
-    for pattern, kind, values, low, high, max_length, secret, note in _read_tsv("rules.tsv"):
+    for pattern, kind, values, low, high, max_length, secret, note in read_table("rules.tsv"):
         if kind not in RULE_TYPES:
             raise ValueError(f"rules.tsv: {pattern}: unknown type {kind!r}")
         re.compile(pattern)  # a broken expression fails at load, not at the first check
@@ -389,7 +390,7 @@ def _load_rules() -> tuple[Rule, ...]:
 
 
 def _load_peer_names() -> tuple[tuple[str, str, bool, str], ...]:
-    return tuple((code, name, in_download == "yes", seen_in) for code, name, in_download, seen_in in _read_tsv("peer-names.tsv"))
+    return tuple((code, name, in_download == "yes", seen_in) for code, name, in_download, seen_in in read_table("peer-names.tsv"))
 
 
 @functools.cache

@@ -11,15 +11,14 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from htekd import csvfile
-from htekd.catalog import CatalogError, catalog, parse_tsv
+from htekd.catalog import CatalogError, catalog, read_table
 from htekd.models import models
-from htekd.tree import PLACEHOLDER, Value, normalise_mac
+from htekd.tree import GROUP_NAME, PLACEHOLDER, Value, normalise_mac
 
 FILE = "settings/keys.csv"
 COLUMNS = ("applies_to", "key", "type", "value", "label", "account")
@@ -28,7 +27,6 @@ ACCOUNTS = 16
 # The phone numbers its accounts from 0 in LineKeyN_Account (factory defaults: 0 on keys 5-45, 255 "auto"
 # on the line keys 1-4); keys.csv numbers them as the phone's screens and phones.csv do, from 1.
 _KEY = re.compile(r"\A(?:([0-9]{1,3})|exp([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{1,3}))\Z", re.IGNORECASE)
-_GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class KeyType:
 def key_types() -> dict[str, KeyType]:
     """Name and number (as text) -> key type."""
     table: dict[str, KeyType] = {}
-    for number, name, needs_value, _seen_in in _read("key_types.tsv"):
+    for number, name, needs_value, _seen_in in read_table("key_types.tsv"):
         kind = KeyType(int(number), name, needs_value == "yes")
         table[name] = table[number] = kind
     return table
@@ -51,11 +49,7 @@ def key_types() -> dict[str, KeyType]:
 @functools.cache
 def line_key_counts() -> dict[str, int]:
     """Model -> number of line keys, where published."""
-    return {model: int(count) for model, count, _seen_in in _read("line_keys.tsv")}
-
-
-def _read(name: str) -> list[list[str]]:
-    return parse_tsv(resources.files("htekd").joinpath("data", name).read_text(encoding="utf-8"))
+    return {model: int(count) for model, count, _seen_in in read_table("line_keys.tsv")}
 
 
 @dataclass(frozen=True, order=True)
@@ -204,7 +198,7 @@ class _Row:
                 return None
             return ("model", model.name)
         if colon and kind == "group":
-            if not _GROUP_NAME.match(name.strip()):
+            if not GROUP_NAME.match(name.strip()):
                 self.error(f"bad group name {name.strip()!r} (letters, digits, '.', '_', '-')")
                 return None
             return ("group", name.strip())

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from htekd import csvfile
+from htekd.phonexml import escape_text
 from htekd.catalog import CatalogError, catalog
 from htekd.config import HASHED_PASSWORD, Config, PhonebookConfig
 from htekd.render import substitute
-from htekd.tree import Phone
+from htekd.tree import GROUP_NAME, GROUP_PATTERN, Phone
 
 FILE = "settings/contacts.csv"
 URL_CODE = "P4401"  # RemotePhoneBook1_Url
 NAME_CODE = "P3316"  # RemotePhoneBook1_Name
-BOOK = re.compile(r"\Aphonebook(?:-([A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?\.xml\Z")
-_GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+BOOK = re.compile(rf"\Aphonebook(?:-({GROUP_PATTERN}))?\.xml\Z")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def load_contacts(loader, root: Path) -> tuple[Entry, ...]:
         numbers = tuple(row.cells[column] for column in number_columns if row.cells[column])
         if not name or not numbers:
             loader.error(FILE, row.line, "a contact needs a name and at least one number")
-        elif group and not _GROUP_NAME.match(group):
+        elif group and not GROUP_NAME.match(group):
             loader.error(FILE, row.line, f"bad group name {group!r} (letters, digits, '.', '_', '-')")
         else:
             contacts.append(Entry(name, numbers, group or None, shared=not group))
@@ -126,16 +126,12 @@ def build(phones: Mapping[str, Phone], contacts: Iterable[Entry], settings: Phon
     return Book(tuple(sorted(entries, key=lambda entry: entry.sort_key)), groups, filled, shared)
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def document(entries: Iterable[Entry]) -> bytes:
     """The phone's remote-phonebook XML."""
     lines = ['<?xml version="1.0" encoding="UTF-8"?>\n', "<PhoneDirectory>\n"]
     for entry in entries:
-        lines.append(f"  <DirectoryEntry>\n    <Name>{_escape(entry.name)}</Name>\n")
-        lines.extend(f"    <Telephone>{_escape(number)}</Telephone>\n" for number in entry.numbers)
+        lines.append(f"  <DirectoryEntry>\n    <Name>{escape_text(entry.name)}</Name>\n")
+        lines.extend(f"    <Telephone>{escape_text(number)}</Telephone>\n" for number in entry.numbers)
         lines.append("  </DirectoryEntry>\n")
     lines.append("</PhoneDirectory>\n")
     return "".join(lines).encode("utf-8")

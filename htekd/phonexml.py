@@ -155,13 +155,13 @@ def read(data: bytes) -> Document:
     return Document(settings, repairs)
 
 
-def _escape_text(value: str) -> str:
+def escape_text(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _escape_attr(value: str) -> str:
-    """As _escape_text, and the white space an attribute would otherwise lose to normalisation."""
-    return (_escape_text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;")
+    """As escape_text, and the white space an attribute would otherwise lose to normalisation."""
+    return (escape_text(value).replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;")
             .replace("\t", "&#9;"))
 
 
@@ -173,7 +173,7 @@ def element(code: str, para: str, value: str) -> str:
     """One parameter line in the phone's layout."""
     if value == "":
         return f'        <{code} para="{_escape_attr(para)}" />\n'
-    return f'        <{code} para="{_escape_attr(para)}">{_escape_text(value)}</{code}>\n'
+    return f'        <{code} para="{_escape_attr(para)}">{escape_text(value)}</{code}>\n'
 
 
 def comment(section: str) -> str:

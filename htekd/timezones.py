@@ -9,9 +9,8 @@ from __future__ import annotations
 import datetime
 import functools
 import zoneinfo
-from importlib import resources
 
-from htekd.catalog import parse_tsv
+from htekd.catalog import read_table
 
 TIMEZONE_CODE = "P64"
 
@@ -24,7 +23,7 @@ class UnknownZone(ValueError):
 def _indexes() -> dict[int, str]:
     """Standard offset in minutes -> P64 index."""
     table = {}
-    for offset, index, _seen_in in parse_tsv(resources.files("htekd").joinpath("data", "timezones.tsv").read_text("utf-8")):
+    for offset, index, _seen_in in read_table("timezones.tsv"):
         hours, minutes = offset[1:].split(":")
         sign = -1 if offset.startswith("-") else 1
         table[sign * (int(hours) * 60 + int(minutes))] = index

@@ -31,7 +31,8 @@ FACTS = (
     "server_url", "server_host", "config_url", "firmware_url", "firmware_file",
 )
 SUGGESTED_NAMES = 10  # unknown element names per file that get the closest known names suggested
-_GROUP_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+GROUP_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # a group name, as a file name and a phonebook's
+GROUP_NAME = re.compile(rf"\A{GROUP_PATTERN}\Z")
 # Characters XML 1.0 cannot carry: a file holding one is unreadable for the phone.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -368,7 +369,7 @@ class _Loader(SettingsReader):
             else:
                 model_name = model.name
         group = by_key.get("group") or None
-        if group and not _GROUP_NAME.match(group):
+        if group and not GROUP_NAME.match(group):
             self.error(file, line, f"bad group name {group!r} (letters, digits, '.', '_', '-')")
             group = None
         values: dict[str, Value] = {}

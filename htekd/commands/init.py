@@ -17,7 +17,7 @@ from pathlib import Path
 
 from htekd.cli import CommandError
 from htekd.commands.common import add_config_argument
-from htekd.config import url_problem
+from htekd.config import Address, url_problem
 
 SERVICE_GROUP = "htekd"
 LISTENERS = {"tftp": 69, "ftp": 21, "http": 80, "https": 443}
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         ("htekd", "root"): str(root),
         ("htekd", "state_dir"): str(Path(args.state_dir).absolute()),
         ("htekd", "server_url"): server_url.rstrip("/"),
-        **{(listener, "listen"): " ".join(_hostport(host, port) for host in hosts)
+        **{(listener, "listen"): " ".join(str(Address(host, port)) for host in hosts)
            for listener, port in LISTENERS.items()},
     }
     ipv4 = [host for host in hosts if ":" not in host and host != "0.0.0.0"]
@@ -152,7 +152,3 @@ def _address(text: str) -> str:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
         raise CommandError(f"--listen: expected an IP address such as 192.168.0.10 or ::, got {text!r}") from None
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
