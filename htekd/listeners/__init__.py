@@ -130,6 +130,24 @@ class SurvivesShortage(IPv6Only):
             self.shortage.worked()
 
 
+class Refusals:
+    """The line said when a client reaches its limit of connections: once, however many refusals
+    follow, until one of its connections closes."""
+
+    def __init__(self, listener: str, limit: int):
+        self.listener, self.limit = listener, limit
+        self._refusing: set[str] = set()
+
+    def refused(self, client: str) -> None:
+        if client not in self._refusing:
+            self._refusing.add(client)
+            say(f"{self.listener}: {client} has {self.limit} connections open, the most one client may have; "
+                f"refusing more until one closes")
+
+    def closed(self, client: str) -> None:
+        self._refusing.discard(client)
+
+
 class ConnectionsPerAddress(WrappingFactory):
     """At most `limit` open connections from one client (0 = no limit); one over the limit is closed
     at once, and the first refusal of a run is one line on stderr. A client is what `network` makes
@@ -139,7 +157,7 @@ class ConnectionsPerAddress(WrappingFactory):
         super().__init__(factory)
         self.listener, self.limit, self.network = listener, limit, network
         self.open: Counter[str] = Counter()
-        self.refusing: set[str] = set()  # clients at their limit that were refused since
+        self.refusals = Refusals(listener, limit)
 
     def logPrefix(self):
         return self.listener
@@ -147,10 +165,7 @@ class ConnectionsPerAddress(WrappingFactory):
     def buildProtocol(self, addr):
         host = self.network(addr.host)
         if self.limit and self.open[host] >= self.limit:
-            if host not in self.refusing:
-                self.refusing.add(host)
-                say(f"{self.listener}: {host} has {self.limit} connections open, the most one client may have; "
-                    f"refusing more until one closes")
+            self.refusals.refused(host)
             return None
         self.open[host] += 1
         wrapper = super().buildProtocol(addr)
@@ -163,4 +178,4 @@ class ConnectionsPerAddress(WrappingFactory):
         self.open[host] -= 1
         if self.open[host] <= 0:
             del self.open[host]
-        self.refusing.discard(host)
+        self.refusals.closed(host)

@@ -28,7 +28,7 @@ from htekd import reuseport
 from htekd.config import ha1, login_ha1
 from htekd.escape import quoted
 from htekd.events import say
-from htekd.listeners import ListenError, Shortage, shortage_of
+from htekd.listeners import ListenError, Refusals, Shortage, shortage_of
 from htekd.resolution import Client, Kind, Resolution, Status
 
 READ_ONLY = "elr"  # pyftpdlib permissions: change directory, list, retrieve
@@ -361,7 +361,7 @@ class _Handler(FTPHandler):
         self.respond("550 Not enough privileges.")
 
     def handle_max_cons_per_ip(self):
-        self.server.refusing(self.remote_ip)
+        self.server.refusals.refused(self.server.ip_map.network(self.remote_ip))
         super().handle_max_cons_per_ip()
 
     def handle_max_cons(self):
@@ -384,7 +384,7 @@ class _Server(FTPServer):
         self.max_cons_per_ip = handler.connections_per_address
         self.ip_map = _CountedByNetwork(handler.resolver.client_network)
         self.shortage = Shortage(f"{what}: cannot accept", self._pause, self._resume, ioloop.call_later)
-        self._refusing: set[str] = set()
+        self.refusals = Refusals("ftp", self.max_cons_per_ip)
         self._full = False
 
     def handle_accept(self):
@@ -404,22 +404,14 @@ class _Server(FTPServer):
         if not self._closed:
             self.ioloop.modify(self._fileno, self.ioloop.READ)
 
-    def refusing(self, ip: str) -> None:
-        """One line for the first refusal of a run, however many follow."""
-        network = self.ip_map.network(ip)
-        if network not in self._refusing:
-            self._refusing.add(network)
-            say(f"ftp: {network} has {self.max_cons_per_ip} connections open, the most one client may have; "
-                f"refusing more until one closes")
-
     def full(self) -> None:
         if not self._full:
             self._full = True
             say(f"ftp: {self.max_cons} connections open, the most the server takes; refusing more until one closes")
 
     def closed(self, ip: str) -> None:
-        if self.ip_map.count(ip) < self.max_cons_per_ip:
-            self._refusing.discard(self.ip_map.network(ip))
+        if self.ip_map.count(ip) < self.max_cons_per_ip:  # a refused connection closes too: not a freed one
+            self.refusals.closed(self.ip_map.network(ip))
         if len(self.ip_map) < self.max_cons:
             self._full = False
 
