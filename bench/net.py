@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import socket
 
@@ -37,14 +38,21 @@ def free_port(host: str, kind: int = socket.SOCK_STREAM, also: tuple[str, ...] =
     return free_port_range(host, 1, kind, also)[0]
 
 
+# Ports handed out lately: free until their server binds them, so a caller choosing several (a daemon's
+# listeners and its passive range) must not get one twice.
+_handed_out: collections.deque = collections.deque(maxlen=1024)
+
+
 def free_port_range(host: str, count: int, kind: int = socket.SOCK_STREAM, also: tuple[str, ...] = ()) -> tuple[int, int]:
-    """`count` consecutive ports free a moment ago (FTP passive ranges); 200 tries at most."""
+    """`count` consecutive ports free a moment ago (FTP passive ranges), none handed out lately; 200 tries at most."""
     import random
 
     hosts = [loopback(address) for address in (host, *also)]
     low_limit, high_limit = _below_ephemeral()
     for _ in range(200):
         low = random.randrange(low_limit, high_limit - count)
+        if any(port in _handed_out for port in range(low, low + count)):
+            continue
         probes = []
         try:
             for port in range(low, low + count):
@@ -52,6 +60,7 @@ def free_port_range(host: str, count: int, kind: int = socket.SOCK_STREAM, also:
                     probe = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, kind)
                     probes.append(probe)
                     probe.bind((address, port))
+            _handed_out.extend(range(low, low + count))
             return low, low + count - 1
         except OSError:
             continue
